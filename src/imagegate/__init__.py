@@ -1,0 +1,6 @@
+"""ImageGate: a durable, self-hostable image-generation service."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

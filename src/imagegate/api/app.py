@@ -1,0 +1,44 @@
+"""The FastAPI application: routers, problem handlers, and the runtime's lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+import imagegate
+from imagegate.api import problems
+from imagegate.api.limits import BodySizeLimit
+from imagegate.api.routes import images, jobs, legacy, meta
+from imagegate.runtime import Runtime
+from imagegate.settings import Settings, load_settings
+
+
+def create_app(settings: Settings | None = None, workers: int | None = None) -> FastAPI:
+    """The app, with ``workers`` in-process workers (default: the settings' count)."""
+    settings = settings or load_settings()
+    count = settings.workers if workers is None else workers
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await run_in_threadpool(Runtime, settings)
+        runtime.start_workers(count, background=True)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await run_in_threadpool(runtime.close)
+
+    app = FastAPI(
+        title="ImageGate",
+        version=imagegate.__version__,
+        summary="Submit a prompt, follow the job, fetch the PNG.",
+        lifespan=lifespan,
+    )
+    for router in (legacy.router, jobs.router, images.router, meta.router):
+        app.include_router(router)
+    problems.install(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

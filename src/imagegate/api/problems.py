@@ -1,0 +1,91 @@
+"""Every refusal as RFC 9457 problem+json, mapped from the one exception tree in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from imagegate.errors import ImageGateError, InvalidField
+
+log = structlog.get_logger(__name__)
+MEDIA_TYPE = "application/problem+json"
+
+
+def problem(status: int, code: str, detail: str, request: Request, **extra: Any) -> JSONResponse:
+    body = {
+        "type": f"urn:imagegate:problem:{code}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "instance": request.url.path,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
+
+
+async def on_imagegate_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ImageGateError)
+    extra = {key: value for key, value in exc.extra.items() if key != "job_id"}
+    if isinstance(exc, InvalidField):
+        extra["field"] = exc.field
+    return problem(exc.status, exc.code, exc.message, request, **extra)
+
+
+async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [_field_error(error) for error in exc.errors()]
+    if any(error["code"] == "malformed_json" for error in errors):
+        return problem(400, "malformed_json", "The request body is not valid JSON.", request)
+    first = errors[0]
+    detail = f"{first['field'] or 'request'}: {first['message']}"
+    return problem(422, first["code"], detail, request, field=first["field"], errors=errors)
+
+
+async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
+    response = problem(exc.status_code, code, str(exc.detail), request)
+    response.headers.update(exc.headers or {})
+    return response
+
+
+async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("request.failed", path=request.url.path)
+    return problem(500, "internal_error", "An unexpected error occurred.", request)
+
+
+_PYDANTIC_CODES = {
+    "missing": "missing_field",
+    "extra_forbidden": "unknown_field",
+    "json_invalid": "malformed_json",
+    "model_attributes_type": "invalid_type",
+    "dict_type": "invalid_type",
+}
+
+
+def _field_error(error: Any) -> dict[str, str]:
+    kind = str(error.get("type", ""))
+    code = _PYDANTIC_CODES.get(kind)
+    if code is None:
+        code = "invalid_type" if kind.endswith(("_type", "_parsing")) else "invalid_value"
+    return {"field": _field_name(error.get("loc", ())), "code": code, "message": error["msg"]}
+
+
+def _field_name(location: Sequence[Any]) -> str:
+    parts = [str(part) for part in location if part not in ("body", "query", "path")]
+    return ".".join(parts)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ImageGateError, on_imagegate_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected_error)

@@ -1,0 +1,34 @@
+"""Image bytes, served only at a valid signed URL."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from imagegate.api.deps import RuntimeDep
+from imagegate.errors import ImageNotFound
+
+router = APIRouter(prefix="/v1/images", tags=["images"])
+
+
+@router.get(
+    "/{image_id}",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "The PNG."}},
+)
+def get_image(
+    image_id: str,
+    runtime: RuntimeDep,
+    expires: Annotated[int, Query()],
+    sig: Annotated[str, Query(max_length=128)],
+) -> Response:
+    runtime.signer.verify(image_id, expires, sig)
+    image = runtime.store.get_image(image_id)
+    if image is None:
+        raise ImageNotFound(image_id=image_id)
+    return Response(
+        runtime.storage.get(image.storage_key),
+        media_type="image/png",
+        headers={"Cache-Control": "private, max-age=3600, immutable"},
+    )

@@ -1,0 +1,45 @@
+"""The original client contract, kept exactly: POST /generate and GET /status/{job_id}."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query
+
+from imagegate.api.deps import LinksDep, OwnerDep, RuntimeDep
+from imagegate.api.schemas import LegacyGenerateIn, LegacyGenerateOut, LegacyStatusOut
+from imagegate.errors import InvalidField
+from imagegate.jobs.specs import JobRequest, build_spec
+from imagegate.jobs.states import Status
+
+router = APIRouter(tags=["original API"])
+
+
+@router.post("/generate", response_model=LegacyGenerateOut)
+def generate(
+    runtime: RuntimeDep,
+    owner: OwnerDep,
+    links: LinksDep,
+    body: Annotated[LegacyGenerateIn | None, Body()] = None,
+    user_prompt: Annotated[str | None, Query(description="The query form's prompt")] = None,
+    style: Annotated[str | None, Query(description="The query form's style")] = None,
+) -> LegacyGenerateOut:
+    """Queue a job from a JSON body ``{"prompt", "style"}`` or ``?user_prompt=&style=``."""
+    prompt = body.prompt if body else user_prompt
+    if prompt is None:
+        raise InvalidField("prompt", "missing_field", "A prompt is required.")
+    request = JobRequest(prompt=prompt, style=body.style if body else style)
+    job = runtime.store.submit(build_spec(request, runtime.settings), owner)
+    return LegacyGenerateOut(job_id=job.id, status=job.status, check_url=links.status(job.id))
+
+
+@router.get("/status/{job_id}", response_model=LegacyStatusOut)
+def status(job_id: str, runtime: RuntimeDep, owner: OwnerDep, links: LinksDep) -> LegacyStatusOut:
+    job = runtime.store.get(job_id, owner)
+    done = job.status is Status.COMPLETED and job.images
+    return LegacyStatusOut(
+        id=job.id,
+        status=job.status,
+        result_url=links.image(job.images[0]) if done else None,
+        error=job.error.message if job.error and job.status.is_final else None,
+    )

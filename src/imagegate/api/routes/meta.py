@@ -1,0 +1,48 @@
+"""Styles, and the liveness and readiness probes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+
+from imagegate.api.deps import RuntimeDep
+from imagegate.api.schemas import StyleOut
+from imagegate.prompts.styles import STYLES
+
+router = APIRouter()
+
+
+@router.get("/v1/styles", response_model=list[StyleOut], tags=["styles"])
+def list_styles() -> list[StyleOut]:
+    return [
+        StyleOut(name=s.name, description=s.description, suffix=s.suffix) for s in STYLES.values()
+    ]
+
+
+@router.get("/health", tags=["probes"])
+def health() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", tags=["probes"])
+def ready(runtime: RuntimeDep) -> JSONResponse:
+    """Database reachable, storage writable, backend loaded: 200; otherwise 503."""
+    checks = {
+        "database": _check(runtime.store.ping),
+        "storage": _check(runtime.storage.check_writable),
+        "backend": "ok" if runtime.backend_ready else (runtime.load_error or "loading"),
+    }
+    ok = all(value == "ok" for value in checks.values())
+    return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+
+def _check(probe: Callable[[], None]) -> str:
+    try:
+        probe()
+    except (SQLAlchemyError, OSError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"

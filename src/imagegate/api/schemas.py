@@ -1,0 +1,145 @@
+"""The API's pydantic schemas, mapped explicitly to and from the domain records."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from imagegate.jobs.models import ImageRecord, Job
+from imagegate.jobs.specs import JobRequest
+from imagegate.jobs.states import Status
+
+ImageUrl = Callable[[ImageRecord], str]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobCreate(_Strict):
+    prompt: str = Field(description="What to draw, up to 2,000 characters.")
+    style: str | None = Field(default=None, description="A style name from GET /v1/styles.")
+    negative_prompt: str | None = None
+    width: int | None = Field(default=None, description="Pixels, a multiple of 8.")
+    height: int | None = Field(default=None, description="Pixels, a multiple of 8.")
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int | None = Field(default=None, description="Chosen and recorded when omitted.")
+    n: int = Field(default=1, description="Images to generate, 1 to 4.")
+    priority: int = Field(default=0, description="Higher runs first; -100 to 100.")
+
+    def to_request(self) -> JobRequest:
+        return JobRequest(**self.model_dump())
+
+
+class ErrorOut(BaseModel):
+    code: str
+    message: str
+    retryable: bool = False
+
+
+class ImageOut(BaseModel):
+    id: str
+    url: str
+    width: int
+    height: int
+
+
+class MetadataOut(BaseModel):
+    seed: int
+    model: str
+    generation_time_ms: int
+    batch_size: int
+
+
+class ProgressOut(BaseModel):
+    step: int
+    total: int
+
+
+class JobOut(BaseModel):
+    id: str
+    status: Status
+    prompt: str
+    full_prompt: str
+    style: str | None
+    negative_prompt: str | None
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    seed: int
+    n: int
+    priority: int
+    attempts: int
+    error: ErrorOut | None
+    images: list[ImageOut]
+    metadata: MetadataOut | None
+    progress: ProgressOut | None
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job, image_url: ImageUrl) -> JobOut:
+        spec = job.spec
+        return cls(
+            id=job.id,
+            status=job.status,
+            prompt=spec.prompt,
+            full_prompt=spec.full_prompt,
+            style=spec.style,
+            negative_prompt=spec.negative_prompt,
+            width=spec.width,
+            height=spec.height,
+            steps=spec.steps,
+            guidance=spec.guidance,
+            seed=spec.seed,
+            n=spec.n,
+            priority=spec.priority,
+            attempts=job.attempts,
+            error=ErrorOut(**asdict(job.error)) if job.error else None,
+            images=[
+                ImageOut(id=im.id, url=image_url(im), width=im.width, height=im.height)
+                for im in job.images
+            ],
+            metadata=MetadataOut(**asdict(job.meta)) if job.meta else None,
+            progress=ProgressOut(**asdict(job.progress)) if job.progress else None,
+            cancel_requested=job.cancel_requested,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+        )
+
+
+class JobPage(BaseModel):
+    data: list[JobOut]
+    next_cursor: str | None
+
+
+class StyleOut(BaseModel):
+    name: str
+    description: str
+    suffix: str
+
+
+class LegacyGenerateIn(_Strict):
+    prompt: str
+    style: str | None = None
+
+
+class LegacyGenerateOut(BaseModel):
+    job_id: str
+    status: Status
+    check_url: str
+
+
+class LegacyStatusOut(BaseModel):
+    id: str
+    status: Status
+    result_url: str | None
+    error: str | None

@@ -1,0 +1,49 @@
+"""Running the app under uvicorn: in the foreground (``serve``), or in a background thread
+on a free loopback port (the embedded ``imagegate generate``, and the tests)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+
+from imagegate.api.app import create_app
+from imagegate.settings import Settings
+
+
+def serve(settings: Settings, workers: int, host: str, port: int) -> None:
+    config = uvicorn.Config(
+        create_app(settings, workers),
+        host=host,
+        port=port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.drain_grace_s) + 5,
+    )
+    uvicorn.Server(config).run()
+
+
+@contextmanager
+def background_server(settings: Settings, workers: int) -> Iterator[str]:
+    """Serve on 127.0.0.1 at a free port in a thread; yields the base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(settings, workers), log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the server failed to start")
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()

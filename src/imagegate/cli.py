@@ -1,0 +1,118 @@
+"""The ``imagegate`` command: a thin typer app, one function per command."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from imagegate.errors import ImageGateError
+from imagegate.logs import configure_logging
+from imagegate.settings import Settings, load_settings
+
+app = typer.Typer(help="ImageGate: durable image generation as a service.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console(stderr=True)
+
+
+def _settings(**overrides: Any) -> Settings:
+    settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    configure_logging(settings)
+    return settings
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind.")] = None,
+    workers: Annotated[int | None, typer.Option(help="In-process workers; 0 = API only.")] = None,
+) -> None:
+    """Run the HTTP API, with in-process workers (embedded mode)."""
+    from imagegate.api.server import serve as run_server
+
+    settings = _settings(host=host, port=port, workers=workers)
+    run_server(settings, settings.workers, settings.host, settings.port)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Worker threads in this process.")] = 1,
+) -> None:
+    """Run workers alone against the shared database (scale-out mode)."""
+    from imagegate.runtime import Runtime
+
+    runtime = Runtime(_settings())
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    runtime.start_workers(concurrency)
+    console.print(f"imagegate worker: {concurrency} worker(s) running; SIGTERM drains.")
+    stop.wait()
+    console.print("draining...")
+    runtime.close()
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write.")] = Path(
+        "out.png"
+    ),
+    style: Annotated[str | None, typer.Option(help="A style name.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed; random when omitted.")] = None,
+    width: Annotated[int | None, typer.Option(help="Width in pixels.")] = None,
+    height: Annotated[int | None, typer.Option(help="Height in pixels.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Generation steps.")] = None,
+    url: Annotated[str | None, typer.Option(help="A running server; embedded if omitted.")] = None,
+) -> None:
+    """Generate one image and write it as PNG, showing progress."""
+    from imagegate.api.server import background_server
+    from imagegate.client import ImageGateClient
+
+    fields = {"prompt": prompt, "style": style, "seed": seed, "width": width, "height": height}
+    fields["steps"] = steps
+    with ExitStack() as stack:
+        quiet = _settings(log_level="warning")
+        base = url or stack.enter_context(background_server(quiet, workers=1))
+        client = ImageGateClient(base)
+        stack.callback(client.close)
+        try:
+            job = _follow(
+                client, client.submit(**{k: v for k, v in fields.items() if v is not None})
+            )
+            output.write_bytes(client.download(job["images"][0]["url"]))
+        except ImageGateError as exc:
+            console.print(f"[red]error:[/red] {exc.message}")
+            raise typer.Exit(1) from exc
+    meta = job["metadata"]
+    console.print(f"wrote {output} (seed {meta['seed']}, {meta['generation_time_ms']} ms)")
+
+
+def _follow(client: Any, job: dict[str, Any]) -> dict[str, Any]:
+    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("queued", total=job["steps"])
+
+        def show(update: dict[str, Any]) -> None:
+            step = (update.get("progress") or {}).get("step", 0)
+            progress.update(task, description=update["status"], completed=step)
+
+        result: dict[str, Any] = client.wait(job["id"], on_update=show)
+        return result
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Create or migrate the schema to the latest version."""
+    from imagegate.jobs.database import create_db_engine, upgrade
+
+    engine = create_db_engine(_settings(auto_migrate=False))
+    upgrade(engine, revision)
+    console.print(f"database at {revision}")

@@ -1,0 +1,158 @@
+"""The one exception tree of ImageGate.
+
+Each class carries a stable ``code`` (what clients branch on), an HTTP ``status`` (what the
+API answers) and, as its docstring, the default message. The API maps the whole tree to
+RFC 9457 problem+json in one place (:mod:`imagegate.api.problems`)::
+
+    ImageGateError
+    ├── InvalidRequest (422)
+    │   ├── InvalidField (422)            a field's value is refused; names the field
+    │   ├── MalformedBody (400)           the body is not JSON
+    │   └── BodyTooLarge (413)
+    ├── NotFound (404)
+    │   ├── JobNotFound
+    │   └── ImageNotFound
+    ├── Forbidden (403)
+    │   └── BadSignature                  tampered or expired signed URL
+    ├── Conflict (409)
+    │   └── IllegalTransition             the job's state does not allow this
+    ├── ServiceUnavailable (503)
+    ├── RemoteError (502)                 another ImageGate refused a client's request
+    └── GenerationError (500)             raised inside a worker; recorded on the job
+        ├── GenerationCanceled
+        ├── GenerationTimeout
+        └── WorkerLost
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ImageGateError(Exception):
+    """Something went wrong in ImageGate."""
+
+    code: ClassVar[str] = "internal_error"
+    status: ClassVar[int] = 500
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str | None = None, **extra: Any) -> None:
+        self.message = message or (self.__doc__ or "").strip().splitlines()[0]
+        self.extra = extra
+        super().__init__(self.message)
+
+
+class InvalidRequest(ImageGateError):
+    """The request is not valid."""
+
+    code = "invalid_request"
+    status = 422
+
+
+class InvalidField(InvalidRequest):
+    """A field of the request has a value that is not accepted."""
+
+    def __init__(self, field: str, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.field = field
+        self.code = code  # type: ignore[misc]  # the field's own stable code
+
+
+class MalformedBody(InvalidRequest):
+    """The request body is not valid JSON."""
+
+    code = "malformed_json"
+    status = 400
+
+
+class BodyTooLarge(InvalidRequest):
+    """The request body is larger than this server accepts."""
+
+    code = "body_too_large"
+    status = 413
+
+
+class NotFound(ImageGateError):
+    """No such resource."""
+
+    code = "not_found"
+    status = 404
+
+
+class JobNotFound(NotFound):
+    """No job has this id."""
+
+    code = "job_not_found"
+
+
+class ImageNotFound(NotFound):
+    """No image has this id."""
+
+    code = "image_not_found"
+
+
+class Forbidden(ImageGateError):
+    """You may not access this resource."""
+
+    code = "forbidden"
+    status = 403
+
+
+class BadSignature(Forbidden):
+    """The signed URL is invalid or has expired."""
+
+    code = "invalid_signature"
+
+
+class Conflict(ImageGateError):
+    """The request conflicts with the resource's current state."""
+
+    code = "conflict"
+    status = 409
+
+
+class IllegalTransition(Conflict):
+    """The job's current state does not allow this."""
+
+    code = "illegal_transition"
+
+
+class ServiceUnavailable(ImageGateError):
+    """The service is not ready."""
+
+    code = "service_unavailable"
+    status = 503
+
+
+class RemoteError(ImageGateError):
+    """The ImageGate server refused the request."""
+
+    code = "remote_error"
+    status = 502
+
+
+class GenerationError(ImageGateError):
+    """The image could not be generated."""
+
+    code = "generation_failed"
+    retryable = True
+
+
+class GenerationCanceled(GenerationError):
+    """The job was canceled."""
+
+    code = "canceled"
+    retryable = False
+
+
+class GenerationTimeout(GenerationError):
+    """The job ran longer than the job timeout allows."""
+
+    code = "timeout"
+    retryable = True
+
+
+class WorkerLost(GenerationError):
+    """The worker running the job stopped answering, and the job ran out of retries."""
+
+    code = "worker_lost"

@@ -1,0 +1,49 @@
+"""``sketch``: the built-in placeholder backend, for development, demos and tests.
+
+It is not a learned model. It draws a deterministic scene from the prompt's words
+(:mod:`imagegate.generators.sketch_scene`), needs no GPU and no download, and can be
+slowed down with ``IMAGEGATE_SKETCH_DELAY_MS``, spread over its steps, to act like one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from PIL.Image import Image
+
+from imagegate.generators import GenerationRequest, StepCallback
+from imagegate.generators.sketch_scene import render
+
+
+class SketchGenerator:
+    def __init__(self, delay_ms: int = 0, model_name: str = "sketch-v1") -> None:
+        self._delay_s = delay_ms / 1000
+        self._model_name = model_name
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    def load(self) -> None:
+        render("warm up", None, 64, 64, 0)
+
+    def generate(
+        self, batch: Sequence[GenerationRequest], on_step: StepCallback
+    ) -> list[list[Image]]:
+        steps = max(request.steps for request in batch)
+        started = time.monotonic()
+        for step in range(1, steps + 1):
+            # Sleep towards a deadline, so the delay is exact however long steps take.
+            pause = started + self._delay_s * step / steps - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            on_step(step, steps)
+        return [self._render(request) for request in batch]
+
+    @staticmethod
+    def _render(request: GenerationRequest) -> list[Image]:
+        return [
+            render(request.prompt, request.style, request.width, request.height, request.seed + i)
+            for i in range(request.n)
+        ]

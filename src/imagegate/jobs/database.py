@@ -1,0 +1,56 @@
+"""Engine creation and migrations, for SQLite (embedded) and PostgreSQL (scale-out)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from imagegate.settings import Settings
+
+# An execution option: begin this transaction as a writer (SQLite's BEGIN IMMEDIATE), so
+# a transaction that reads before it writes cannot deadlock on the lock upgrade.
+WRITE = {"imagegate_write": True}
+
+
+def create_db_engine(settings: Settings) -> Engine:
+    url = settings.sqlalchemy_url
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url)
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        writer = connection.get_execution_options().get("imagegate_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+    return engine
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision``. Safe to run from several processes at once."""
+    config = Config()
+    config.set_main_option("script_location", "imagegate:migrations")
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            # Serialise concurrent start-ups; released when this transaction ends.
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7262013)")
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)

@@ -1,0 +1,41 @@
+"""The job state machine, defined once.
+
+``queued → generating → completed | failed | canceled``; a generating job whose worker
+died or hit a transient error goes back to ``queued`` for another attempt. The store
+enforces these transitions in one guarded UPDATE each (see :mod:`imagegate.jobs.store`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    GENERATING = "generating"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL
+
+    def can_become(self, target: Status) -> bool:
+        return target in TRANSITIONS[self]
+
+
+FINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELED})
+
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.QUEUED: frozenset({Status.GENERATING, Status.CANCELED}),
+    Status.GENERATING: frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELED, Status.QUEUED}),
+    Status.COMPLETED: frozenset(),
+    Status.FAILED: frozenset(),
+    Status.CANCELED: frozenset(),
+}
+
+
+def sources_of(target: Status) -> frozenset[Status]:
+    """The states from which a job may move to ``target``."""
+    return frozenset(source for source, targets in TRANSITIONS.items() if target in targets)

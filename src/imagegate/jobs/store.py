@@ -1,0 +1,373 @@
+"""The job store, which is also the queue.
+
+Every state change is one guarded UPDATE whose WHERE clause names the states the change
+may start from (:func:`imagegate.jobs.states.sources_of`) and, for a worker's changes, the
+lease token it holds. A change that matches no row did not happen: a worker whose lease
+was taken over cannot record a result, and a finished job cannot be finished again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from imagegate.errors import IllegalTransition, JobNotFound
+from imagegate.jobs.database import WRITE
+from imagegate.jobs.models import Claim, ErrorInfo, GenerationMeta, ImageRecord, Job, JobSpec
+from imagegate.jobs.rows import decode_cursor, encode_cursor, image_from_row, job_from_row
+from imagegate.jobs.rows import spec_values as _spec_values
+from imagegate.jobs.states import Status, sources_of
+from imagegate.jobs.tables import images, jobs
+from imagegate.jobs.wakeup import CHANNEL, Wakeup
+
+Clock = Callable[[], datetime]
+CANCELED = ErrorInfo("canceled", "The job was canceled.")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobStore:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_attempts: int = 3,
+        wakeup: Wakeup | None = None,
+        clock: Clock = _utcnow,
+    ) -> None:
+        self.engine = engine
+        self.max_attempts = max_attempts
+        self.wakeup = wakeup or Wakeup()
+        self._now = clock
+        self._writer = engine.execution_options(**WRITE)
+        self._postgres = engine.dialect.name == "postgresql"
+
+    # -- reading -------------------------------------------------------------------------
+
+    def get(self, job_id: str, owner: str | None = None) -> Job:
+        query = select(jobs).where(jobs.c.id == job_id)
+        if owner is not None:
+            query = query.where(jobs.c.owner == owner)
+        with self.engine.connect() as conn:
+            found = self._with_images(conn, conn.execute(query).mappings().all())
+        if not found:
+            raise JobNotFound(job_id=job_id)
+        return found[0]
+
+    def list_jobs(
+        self,
+        owner: str,
+        status: Status | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """Newest first; returns the page and the cursor of the next page (None at the end)."""
+        query = select(jobs).where(jobs.c.owner == owner)
+        if status is not None:
+            query = query.where(jobs.c.status == status.value)
+        if cursor is not None:
+            moment, job_id = decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    jobs.c.created_at < moment,
+                    and_(jobs.c.created_at == moment, jobs.c.id < job_id),
+                )
+            )
+        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+        with self.engine.connect() as conn:
+            page = self._with_images(conn, conn.execute(query).mappings().all())
+        more = len(page) > limit
+        page = page[:limit]
+        return page, encode_cursor(page[-1]) if more else None
+
+    def get_image(self, image_id: str) -> ImageRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(images).where(images.c.id == image_id)).mappings().first()
+        return image_from_row(row) if row else None
+
+    def count_by_status(self) -> dict[Status, int]:
+        query = select(jobs.c.status, func.count()).group_by(jobs.c.status)
+        with self.engine.connect() as conn:
+            counts = {Status(status): count for status, count in conn.execute(query)}
+        return {status: counts.get(status, 0) for status in Status}
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
+    # -- the client's changes --------------------------------------------------------------
+
+    def submit(self, spec: JobSpec, owner: str) -> Job:
+        now = self._now()
+        values = _spec_values(spec) | {
+            "id": str(uuid.uuid4()),
+            "owner": owner,
+            "status": Status.QUEUED.value,
+            "attempts": 0,
+            "created_at": now,
+            "run_after": now,
+            "cancel_requested": False,
+        }
+        with self._write() as conn:
+            conn.execute(insert(jobs).values(values))
+            self._notify_workers(conn)
+        self.wakeup.notify()
+        return self.get(values["id"])
+
+    def cancel(self, job_id: str, owner: str | None = None) -> Job:
+        """Queued: canceled now. Generating: flagged, and the worker stops at its next step."""
+        mine = [jobs.c.owner == owner] if owner is not None else []
+        with self._write() as conn:
+            done = self._transition(
+                conn,
+                job_id,
+                Status.CANCELED,
+                *mine,
+                from_=Status.QUEUED,
+                finished_at=self._now(),
+                **_err(CANCELED),
+            )
+            if not done:
+                flagged = conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job_id, jobs.c.status == Status.GENERATING.value, *mine)
+                    .values(cancel_requested=True)
+                ).rowcount
+                if not flagged:
+                    self._refuse(conn, job_id, owner, "The job has already finished.")
+        return self.get(job_id)
+
+    # -- the worker's changes --------------------------------------------------------------
+
+    def claim(self, lease_s: float, limit: int = 1, like: JobSpec | None = None) -> list[Claim]:
+        """Lease up to ``limit`` runnable jobs, by priority then age.
+
+        ``like`` restricts the claim to jobs that can share a forward pass with that spec
+        (same size, steps and guidance): the seam for dynamic batching.
+        """
+        now, token = self._now(), str(uuid.uuid4())
+        runnable = (
+            select(jobs.c.id)
+            .where(jobs.c.status == Status.QUEUED.value, jobs.c.run_after <= now)
+            .order_by(jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        if like is not None:
+            runnable = runnable.where(*_compatible_with(like))
+        # A materialised CTE, so PostgreSQL locks and limits once; as a plain IN (subquery)
+        # the planner may re-run the LIMIT per row and claim more than asked.
+        chosen = runnable.cte("chosen").prefix_with("MATERIALIZED", dialect="postgresql")
+        with self._write() as conn:
+            self._recover_expired(conn, now)
+            rows = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == chosen.c.id)
+                .values(
+                    status=Status.GENERATING.value,
+                    lease_token=token,
+                    lease_expires_at=now + timedelta(seconds=lease_s),
+                    attempts=jobs.c.attempts + 1,
+                    started_at=now,
+                    progress_step=None,
+                    progress_total=None,
+                )
+                .returning(*jobs.c)
+            ).mappings()
+            claimed = [Claim(job_from_row(row), token) for row in rows]
+        return sorted(claimed, key=lambda c: (-c.job.spec.priority, c.job.created_at, c.job.id))
+
+    def renew(self, token: str, lease_s: float) -> set[str]:
+        """Extend the lease of every job held under ``token``; returns the ids still held."""
+        now = self._now()
+        with self._write() as conn:
+            rows = conn.execute(
+                update(jobs)
+                .where(jobs.c.lease_token == token, jobs.c.status == Status.GENERATING.value)
+                .values(lease_expires_at=now + timedelta(seconds=lease_s))
+                .returning(jobs.c.id)
+            )
+            return {row.id for row in rows}
+
+    def report_progress(self, claim: Claim, step: int, total: int) -> bool:
+        """Record progress; returns True when the client asked to cancel the job."""
+        with self._write() as conn:
+            row = conn.execute(
+                update(jobs)
+                .where(*_held(claim))
+                .values(progress_step=step, progress_total=total)
+                .returning(jobs.c.cancel_requested)
+            ).first()
+        return row is None or bool(row.cancel_requested)
+
+    def complete(self, claim: Claim, stored: Sequence[ImageRecord], meta: GenerationMeta) -> bool:
+        """Record the result and end the lease in one transaction. False: the lease was lost."""
+        now = self._now()
+        with self._write() as conn:
+            done = self._transition(
+                conn,
+                claim.job.id,
+                Status.COMPLETED,
+                *_held(claim),
+                finished_at=now,
+                model=meta.model,
+                generation_time_ms=meta.generation_time_ms,
+                batch_size=meta.batch_size,
+                progress_step=claim.job.spec.steps,
+                progress_total=claim.job.spec.steps,
+                **_err(None),
+            )
+            if done and stored:
+                conn.execute(insert(images), [_image_values(image, now) for image in stored])
+        return done
+
+    def fail(self, claim: Claim, error: ErrorInfo) -> bool:
+        return self._finish(claim, Status.FAILED, error)
+
+    def finish_canceled(self, claim: Claim) -> bool:
+        return self._finish(claim, Status.CANCELED, CANCELED)
+
+    def retry_later(self, claim: Claim, error: ErrorInfo, delay_s: float) -> bool:
+        """Give the job back to the queue after a transient error, runnable after a delay."""
+        return self._requeue(claim, delay_s, attempts=jobs.c.attempts, **_err(error))
+
+    def release(self, claim: Claim) -> bool:
+        """Give the job back untouched (the worker is shutting down): no attempt is used."""
+        return self._requeue(claim, 0.0, attempts=jobs.c.attempts - 1)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _finish(self, claim: Claim, target: Status, error: ErrorInfo) -> bool:
+        with self._write() as conn:
+            return self._transition(
+                conn, claim.job.id, target, *_held(claim), finished_at=self._now(), **_err(error)
+            )
+
+    def _requeue(self, claim: Claim, delay_s: float, **values: Any) -> bool:
+        run_after = self._now() + timedelta(seconds=delay_s)
+        with self._write() as conn:
+            done = self._transition(
+                conn,
+                claim.job.id,
+                Status.QUEUED,
+                *_held(claim),
+                run_after=run_after,
+                **_unleased(),
+                **values,
+            )
+            self._notify_workers(conn)
+        self.wakeup.notify()
+        return done
+
+    def _recover_expired(self, conn: Connection, now: datetime) -> None:
+        """Jobs whose worker stopped renewing its lease: run again, or fail when out of tries."""
+        expired = and_(jobs.c.status == Status.GENERATING.value, jobs.c.lease_expires_at < now)
+        lost = ErrorInfo("worker_lost", "The worker died while running this job.", True)
+        conn.execute(
+            update(jobs)
+            .where(expired, jobs.c.attempts < self.max_attempts)
+            .values(status=Status.QUEUED.value, run_after=now, **_unleased(), **_err(lost))
+        )
+        exhausted = ErrorInfo(
+            "retries_exhausted",
+            f"The job's worker was lost {self.max_attempts} times; giving up.",
+            True,
+        )
+        conn.execute(
+            update(jobs)
+            .where(expired, jobs.c.attempts >= self.max_attempts)
+            .values(status=Status.FAILED.value, finished_at=now, **_unleased(), **_err(exhausted))
+        )
+
+    def _transition(
+        self,
+        conn: Connection,
+        job_id: str,
+        target: Status,
+        *guards: ColumnElement[bool],
+        from_: Status | None = None,
+        **values: Any,
+    ) -> bool:
+        """The one guarded UPDATE behind every state change."""
+        sources = [from_.value] if from_ else [s.value for s in sources_of(target)]
+        result = conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status.in_(sources), *guards)
+            .values(status=target.value, **values)
+        )
+        return result.rowcount == 1
+
+    def _refuse(self, conn: Connection, job_id: str, owner: str | None, why: str) -> None:
+        query = select(jobs.c.status).where(jobs.c.id == job_id)
+        if owner is not None:
+            query = query.where(jobs.c.owner == owner)
+        status = conn.execute(query).scalar()
+        if status is None:
+            raise JobNotFound(job_id=job_id)
+        raise IllegalTransition(why, status=status)
+
+    def _with_images(self, conn: Connection, rows: Sequence[Any]) -> list[Job]:
+        ids = [row["id"] for row in rows]
+        by_job: dict[str, list[ImageRecord]] = {job_id: [] for job_id in ids}
+        if ids:
+            query = select(images).where(images.c.job_id.in_(ids)).order_by(images.c.idx)
+            for row in conn.execute(query).mappings():
+                by_job[row["job_id"]].append(image_from_row(row))
+        return [job_from_row(row, by_job[row["id"]]) for row in rows]
+
+    def _write(self) -> AbstractContextManager[Connection]:
+        return self._writer.begin()
+
+    def _notify_workers(self, conn: Connection) -> None:
+        if self._postgres:
+            conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+
+
+def _held(claim: Claim) -> tuple[ColumnElement[bool], ...]:
+    return (
+        jobs.c.id == claim.job.id,
+        jobs.c.lease_token == claim.token,
+        jobs.c.status == Status.GENERATING.value,
+    )
+
+
+def _compatible_with(spec: JobSpec) -> tuple[ColumnElement[bool], ...]:
+    return (
+        jobs.c.width == spec.width,
+        jobs.c.height == spec.height,
+        jobs.c.steps == spec.steps,
+        jobs.c.guidance == spec.guidance,
+    )
+
+
+def _unleased() -> dict[str, Any]:
+    return {"lease_token": None, "lease_expires_at": None}
+
+
+def _err(error: ErrorInfo | None) -> dict[str, Any]:
+    return {
+        "error_code": error and error.code,
+        "error_message": error and error.message,
+        "error_retryable": error and error.retryable,
+    }
+
+
+def _image_values(image: ImageRecord, now: datetime) -> dict[str, Any]:
+    return {
+        "id": image.id,
+        "job_id": image.job_id,
+        "idx": image.index,
+        "storage_key": image.storage_key,
+        "width": image.width,
+        "height": image.height,
+        "size_bytes": image.size_bytes,
+        "created_at": now,
+    }

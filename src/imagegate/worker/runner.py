@@ -1,0 +1,188 @@
+"""Running claimed jobs: generate, encode, store, record; and every way that can end.
+
+A :class:`Worker` runs in its own thread (never on the API's event loop). It claims a
+batch of jobs under one lease token, renders them in one generator call, and records
+each job's own outcome through the store's guarded transitions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import structlog
+from PIL.Image import Image
+
+from imagegate.errors import GenerationCanceled, GenerationTimeout
+from imagegate.generators import GenerationRequest, Generator
+from imagegate.jobs.models import Claim, ErrorInfo, GenerationMeta, ImageRecord, Job
+from imagegate.jobs.store import JobStore
+from imagegate.settings import Settings
+from imagegate.storage import Storage
+from imagegate.storage.png import encode_png
+from imagegate.worker.leases import LeaseKeeper
+from imagegate.worker.retry import backoff_s
+
+log = structlog.get_logger(__name__)
+
+PROGRESS_EVERY_S = 0.25
+
+
+class Released(Exception):
+    """The worker is shutting down past its grace period: give the jobs back."""
+
+
+@dataclass
+class WorkerContext:
+    """What a worker loads once and shares across jobs (the arq pattern)."""
+
+    settings: Settings
+    store: JobStore
+    storage: Storage
+    generator: Generator
+    leases: LeaseKeeper
+    abort: threading.Event  # set when draining has run out of grace
+
+
+class Worker:
+    def __init__(self, context: WorkerContext, name: str = "worker") -> None:
+        self.ctx = context
+        self.name = name
+
+    def run(self, stopping: threading.Event) -> None:
+        """Claim and run jobs until ``stopping`` is set; sleeps when the queue is empty."""
+        wakeup = self.ctx.store.wakeup
+        while not stopping.is_set():
+            ticket = wakeup.ticket()
+            if not self.run_once():
+                wakeup.wait(ticket, self.ctx.settings.poll_interval_s)
+
+    def run_once(self) -> bool:
+        """Claim and run one batch; False when nothing was runnable."""
+        claims = self.ctx.store.claim(self.ctx.settings.lease_s)
+        if not claims:
+            return False
+        self.ctx.leases.hold(claims[0].token)
+        try:
+            self._run_batch(claims)
+        finally:
+            self.ctx.leases.drop(claims[0].token)
+        return True
+
+    def _run_batch(self, claims: Sequence[Claim]) -> None:
+        started = time.monotonic()
+        tracker = _StepTracker(self.ctx, claims, started)
+        try:
+            rendered = self.ctx.generator.generate([_request(c.job) for c in claims], tracker)
+        except Released:
+            self._each(claims, self.ctx.store.release)
+        except GenerationCanceled:
+            self._each(claims, self.ctx.store.finish_canceled)
+        except GenerationTimeout as timeout:
+            error = ErrorInfo(timeout.code, timeout.message, timeout.retryable)
+            self._each(claims, partial(self.ctx.store.fail, error=error))
+        except Exception as exc:
+            log.exception("generation.error", jobs=[c.job.id for c in claims])
+            self._each(claims, partial(self._retry_or_fail, exc=exc))
+        else:
+            elapsed_ms = round((time.monotonic() - started) * 1000)
+            for claim, images in zip(claims, rendered, strict=True):
+                if claim.job.id in tracker.canceled:
+                    self.ctx.store.finish_canceled(claim)
+                else:
+                    self._record(claim, images, elapsed_ms, len(claims))
+
+    def _record(self, claim: Claim, images: list[Image], elapsed_ms: int, batch: int) -> None:
+        job, model = claim.job, self.ctx.generator.model_name
+        stored = [self._store_image(job, i, image, model) for i, image in enumerate(images)]
+        meta = GenerationMeta(job.spec.seed, model, elapsed_ms, batch)
+        if self.ctx.store.complete(claim, stored, meta):
+            log.info("job.completed", job=job.id, ms=elapsed_ms, worker=self.name)
+            return
+        # Our lease was taken over: another attempt owns the result, so drop our files.
+        log.warning("job.lease_lost", job=job.id, worker=self.name)
+        for image in stored:
+            self.ctx.storage.delete(image.storage_key)
+
+    def _store_image(self, job: Job, index: int, image: Image, model: str) -> ImageRecord:
+        spec = job.spec
+        png = encode_png(
+            image,
+            {
+                "prompt": spec.full_prompt,
+                "negative_prompt": spec.negative_prompt or "",
+                "seed": str(spec.seed + index),
+                "model": model,
+                "size": f"{spec.width}x{spec.height}",
+                "steps": str(spec.steps),
+                "guidance": str(spec.guidance),
+                "job_id": job.id,
+            },
+        )
+        image_id = str(uuid.uuid4())
+        key = f"{job.id[:2]}/{job.id}/{image_id}.png"
+        self.ctx.storage.put(key, png)
+        return ImageRecord(image_id, job.id, index, key, image.width, image.height, len(png))
+
+    def _retry_or_fail(self, claim: Claim, exc: Exception) -> None:
+        error = ErrorInfo("generation_failed", f"Generation failed: {exc}", retryable=True)
+        attempts = claim.job.attempts
+        if attempts >= self.ctx.settings.max_retries:
+            self.ctx.store.fail(claim, error)
+            return
+        delay = backoff_s(attempts, self.ctx.settings.retry_backoff_s)
+        self.ctx.store.retry_later(claim, error, delay)
+
+    @staticmethod
+    def _each(claims: Sequence[Claim], action: Callable[[Claim], object]) -> None:
+        for claim in claims:
+            action(claim)
+
+
+class _StepTracker:
+    """The generator's per-step callback: progress, cancel, timeout and shutdown checks."""
+
+    def __init__(self, ctx: WorkerContext, claims: Sequence[Claim], started: float) -> None:
+        self.ctx, self.claims = ctx, claims
+        self.deadline = started + ctx.settings.job_timeout_s
+        self.canceled: set[str] = set()
+        self._last_report = 0.0
+
+    def __call__(self, step: int, total: int) -> None:
+        if self.ctx.abort.is_set():
+            raise Released
+        now = time.monotonic()
+        if now > self.deadline:
+            raise GenerationTimeout(
+                f"The job ran past the {self.ctx.settings.job_timeout_s:g} s job timeout."
+            )
+        if now - self._last_report >= PROGRESS_EVERY_S or step == total:
+            self._last_report = now
+            self._report(step, total)
+
+    def _report(self, step: int, total: int) -> None:
+        for claim in self.claims:
+            if self.ctx.store.report_progress(claim, step, total):
+                self.canceled.add(claim.job.id)
+        if len(self.canceled) == len(self.claims):
+            raise GenerationCanceled
+
+
+def _request(job: Job) -> GenerationRequest:
+    spec = job.spec
+    return GenerationRequest(
+        job_id=job.id,
+        prompt=spec.full_prompt,
+        negative_prompt=spec.negative_prompt,
+        style=spec.style,
+        width=spec.width,
+        height=spec.height,
+        steps=spec.steps,
+        guidance=spec.guidance,
+        seed=spec.seed,
+        n=spec.n,
+    )

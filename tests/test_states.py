@@ -1,0 +1,22 @@
+from imagegate.jobs.states import FINAL, TRANSITIONS, Status, sources_of
+
+
+def test_the_lifecycle_runs_queued_generating_final() -> None:
+    assert Status.QUEUED.can_become(Status.GENERATING)
+    for final in (Status.COMPLETED, Status.FAILED, Status.CANCELED):
+        assert Status.GENERATING.can_become(final)
+
+
+def test_final_states_allow_no_way_out() -> None:
+    for status in FINAL:
+        assert TRANSITIONS[status] == frozenset()
+        assert status.is_final
+
+
+def test_a_queued_job_cannot_complete_without_running() -> None:
+    assert not Status.QUEUED.can_become(Status.COMPLETED)
+    assert sources_of(Status.COMPLETED) == {Status.GENERATING}
+
+
+def test_a_generating_job_may_return_to_the_queue_for_a_retry() -> None:
+    assert sources_of(Status.QUEUED) == {Status.GENERATING}
