@@ -50,8 +50,10 @@ def _fresh_postgres_database(admin_url: str) -> Iterator[str]:
     with engine.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     try:
-        yield admin.set(database=name).set(drivername="postgresql").render_as_string(
-            hide_password=False
+        yield (
+            admin.set(database=name)
+            .set(drivername="postgresql")
+            .render_as_string(hide_password=False)
         )
     finally:
         with engine.connect() as conn:
@@ -87,8 +89,11 @@ def store(settings: Settings) -> Iterator[JobStore]:
 
 
 @pytest.fixture
-def server_factory() -> Iterator[Callable[..., httpx.Client]]:
-    """Start a real uvicorn server on a loopback port; returns an httpx client for it."""
+def server_factory(database_url: str) -> Iterator[Callable[..., httpx.Client]]:
+    """Start a real uvicorn server on a loopback port; returns an httpx client for it.
+
+    It asks for ``database_url`` so the servers stop before their database is dropped.
+    """
     stack: list[Any] = []
 
     def start(settings: Settings, workers: int = 1) -> httpx.Client:

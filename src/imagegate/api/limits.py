@@ -1,9 +1,15 @@
-"""Refuse request bodies over the configured size before they are read into memory."""
+"""Refuse request bodies over the configured size before the app reads them.
+
+The body is read here, up to the limit, and replayed to the app: a declared
+Content-Length over the limit is refused at once, and a chunked body as soon as it
+crosses the limit. Either way the client gets the usual 413 problem.
+"""
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from imagegate.api.problems import problem_response
 from imagegate.errors import BodyTooLarge
 
 
@@ -16,32 +22,43 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self.app(scope, _refuse(self.max_bytes), send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        body = (
+            None
+            if declared.isdigit() and int(declared) > self.max_bytes
+            else await self._read(receive)
+        )
+        if body is None:
+            refusal = BodyTooLarge(f"The request body is over {self.max_bytes} bytes.")
+            response = problem_response(refusal, scope["path"], max_bytes=self.max_bytes)
+            await response(scope, receive, send)
             return
-        await self.app(scope, self._counting(receive), send)
+        await self.app(scope, _replay(body, receive), send)
 
-    def _counting(self, receive: Receive) -> Receive:
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+    async def _read(self, receive: Receive) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _too_large(self.max_bytes)
-            return message
-
-        return counted
-
-
-def _refuse(max_bytes: int) -> Receive:
-    async def refused() -> Message:
-        raise _too_large(max_bytes)
-
-    return refused
+            if message["type"] != "http.request":
+                return b"".join(chunks)  # the client left; the app sees an empty body
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
 
-def _too_large(max_bytes: int) -> BodyTooLarge:
-    return BodyTooLarge(f"The request body is over {max_bytes} bytes.", max_bytes=max_bytes)
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()  # after the body: wait for the disconnect, as usual
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay

@@ -12,54 +12,60 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from imagegate.errors import ImageGateError, InvalidField
+from imagegate.errors import ImageGateError, InvalidField, MalformedBody
 
 log = structlog.get_logger(__name__)
 MEDIA_TYPE = "application/problem+json"
 
 
-def problem(status: int, code: str, detail: str, request: Request, **extra: Any) -> JSONResponse:
+def problem(status: int, code: str, detail: str, instance: str, **extra: Any) -> JSONResponse:
     body = {
         "type": f"urn:imagegate:problem:{code}",
         "title": HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
         "code": code,
-        "instance": request.url.path,
+        "instance": instance,
         **extra,
     }
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
 
 
-async def on_imagegate_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ImageGateError)
-    extra = {key: value for key, value in exc.extra.items() if key != "job_id"}
+def problem_response(exc: ImageGateError, instance: str, **extra: Any) -> JSONResponse:
+    extra |= {key: value for key, value in exc.extra.items() if key != "job_id"}
     if isinstance(exc, InvalidField):
         extra["field"] = exc.field
-    return problem(exc.status, exc.code, exc.message, request, **extra)
+    return problem(exc.status, exc.code, exc.message, instance, **extra)
+
+
+async def on_imagegate_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ImageGateError)
+    return problem_response(exc, request.url.path)
 
 
 async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [_field_error(error) for error in exc.errors()]
     if any(error["code"] == "malformed_json" for error in errors):
-        return problem(400, "malformed_json", "The request body is not valid JSON.", request)
+        return problem_response(MalformedBody(), request.url.path)
     first = errors[0]
     detail = f"{first['field'] or 'request'}: {first['message']}"
-    return problem(422, first["code"], detail, request, field=first["field"], errors=errors)
+    return problem(
+        422, first["code"], detail, request.url.path, field=first["field"], errors=errors
+    )
 
 
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
-    response = problem(exc.status_code, code, str(exc.detail), request)
+    response = problem(exc.status_code, code, str(exc.detail), request.url.path)
     response.headers.update(exc.headers or {})
     return response
 
 
 async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("request.failed", path=request.url.path)
-    return problem(500, "internal_error", "An unexpected error occurred.", request)
+    return problem(500, "internal_error", "An unexpected error occurred.", request.url.path)
 
 
 _PYDANTIC_CODES = {

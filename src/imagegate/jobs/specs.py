@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 import unicodedata
 from dataclasses import dataclass
+from typing import TypeVar
 
 from imagegate.errors import InvalidField
 from imagegate.jobs.models import JobSpec
@@ -19,6 +20,7 @@ MAX_PROMPT_CHARS = 2000
 MAX_N = 4
 MAX_SEED = 2**32 - 1
 PRIORITY_RANGE = (-100, 100)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +50,10 @@ def build_spec(request: JobRequest, settings: Settings) -> JobSpec:
         full_prompt=build_full_prompt(prompt, style),
         style=style.name if style else None,
         negative_prompt=negative or None,
-        width=_size(request.width, "width", settings),
-        height=_size(request.height, "height", settings),
-        steps=_within(request.steps or settings.default_steps, "steps", 1, settings.max_steps),
-        guidance=_guidance(request.guidance, settings),
+        width=_size(_or(request.width, settings.default_size), "width", settings),
+        height=_size(_or(request.height, settings.default_size), "height", settings),
+        steps=_within(_or(request.steps, settings.default_steps), "steps", 1, settings.max_steps),
+        guidance=_guidance(_or(request.guidance, settings.default_guidance)),
         seed=_seed(request.seed),
         n=_within(request.n, "n", 1, MAX_N),
         priority=_within(request.priority, "priority", *PRIORITY_RANGE),
@@ -83,16 +85,18 @@ def _is_control(ch: str) -> bool:
     return ch not in "\t\n\r" and unicodedata.category(ch) in ("Cc", "Cs")
 
 
-def _size(value: int | None, field: str, settings: Settings) -> int:
-    size = settings.default_size if value is None else value
+def _or(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+def _size(size: int, field: str, settings: Settings) -> int:
     _within(size, field, settings.min_size, settings.max_size, code="invalid_dimensions")
     if size % 8:
         raise InvalidField(field, "invalid_dimensions", f"The {field} must be a multiple of 8.")
     return size
 
 
-def _guidance(value: float | None, settings: Settings) -> float:
-    guidance = settings.default_guidance if value is None else value
+def _guidance(guidance: float) -> float:
     if not 0 <= guidance <= 30:
         raise InvalidField("guidance", "out_of_range", "The guidance must be between 0 and 30.")
     return guidance

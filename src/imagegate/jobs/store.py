@@ -117,10 +117,10 @@ class JobStore:
             "cancel_requested": False,
         }
         with self._write() as conn:
-            conn.execute(insert(jobs).values(values))
+            row = conn.execute(insert(jobs).values(values).returning(*jobs.c)).mappings().one()
             self._notify_workers(conn)
         self.wakeup.notify()
-        return self.get(values["id"])
+        return job_from_row(row)
 
     def cancel(self, job_id: str, owner: str | None = None) -> Job:
         """Queued: canceled now. Generating: flagged, and the worker stops at its next step."""
@@ -312,7 +312,7 @@ class JobStore:
         status = conn.execute(query).scalar()
         if status is None:
             raise JobNotFound(job_id=job_id)
-        raise IllegalTransition(why, status=status)
+        raise IllegalTransition(why, job_status=status)
 
     def _with_images(self, conn: Connection, rows: Sequence[Any]) -> list[Job]:
         ids = [row["id"] for row in rows]
