@@ -138,6 +138,21 @@ def test_a_job_whose_workers_keep_dying_fails_after_max_retries(store: JobStore)
     assert failed.attempts == 2
 
 
+def test_a_lost_job_is_claimed_again_only_after_a_backoff(store: JobStore) -> None:
+    clock = FakeClock()
+    timed = JobStore(store.engine, clock=clock, retry_backoff_s=100)
+    job = timed.submit(spec(), OWNER)
+    timed.claim(lease_s=5)
+    clock.advance(6)
+    assert timed.claim(lease_s=5) == []  # recovered, but waiting out a jittered backoff
+    lost = timed.get(job.id)
+    assert lost.status is Status.QUEUED
+    assert lost.error is not None and lost.error.code == "worker_lost"
+    clock.advance(101)
+    (again,) = timed.claim(lease_s=5)
+    assert again.job.attempts == 2
+
+
 def test_retry_later_waits_for_its_backoff(store: JobStore) -> None:
     clock = FakeClock()
     timed = JobStore(store.engine, clock=clock)

@@ -27,7 +27,11 @@ class Runtime:
         self.engine = create_db_engine(settings)
         if settings.auto_migrate:
             upgrade(self.engine)
-        self.store = JobStore(self.engine, max_attempts=settings.max_retries)
+        self.store = JobStore(
+            self.engine,
+            max_attempts=settings.max_retries,
+            retry_backoff_s=settings.retry_backoff_s,
+        )
         self.storage: Storage = open_storage(settings)
         self.signer = UrlSigner(settings.signing_key, settings.signed_url_ttl_s)
         self.generator: Generator | None = None

@@ -31,15 +31,17 @@ class SketchGenerator:
     def generate(
         self, batch: Sequence[GenerationRequest], on_step: StepCallback
     ) -> list[list[Image]]:
-        steps = max(request.steps for request in batch)
         started = time.monotonic()
+        images = [self._render(request) for request in batch]
+        # The delay stands in for a model's whole generation time, drawing included:
+        # each step sleeps towards its share of the deadline.
+        steps = max(request.steps for request in batch)
         for step in range(1, steps + 1):
-            # Sleep towards a deadline, so the delay is exact however long steps take.
             pause = started + self._delay_s * step / steps - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
             on_step(step, steps)
-        return [self._render(request) for request in batch]
+        return images
 
     @staticmethod
     def _render(request: GenerationRequest) -> list[Image]:

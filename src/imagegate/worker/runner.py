@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
@@ -20,12 +21,12 @@ from PIL.Image import Image
 from imagegate.errors import GenerationCanceled, GenerationTimeout
 from imagegate.generators import GenerationRequest, Generator
 from imagegate.jobs.models import Claim, ErrorInfo, GenerationMeta, ImageRecord, Job
+from imagegate.jobs.retry import backoff_s
 from imagegate.jobs.store import JobStore
 from imagegate.settings import Settings
 from imagegate.storage import Storage
 from imagegate.storage.png import encode_png
 from imagegate.worker.leases import LeaseKeeper
-from imagegate.worker.retry import backoff_s
 
 log = structlog.get_logger(__name__)
 
@@ -48,36 +49,70 @@ class WorkerContext:
     abort: threading.Event  # set when draining has run out of grace
 
 
+@dataclass(frozen=True)
+class _Rendered:
+    claims: Sequence[Claim]
+    images: list[list[Image]]
+    elapsed_ms: int
+    canceled: frozenset[str]
+
+
 class Worker:
+    """Claims, generates, and hands each generated batch to a finishing thread (PNG
+    encoding, storage, recording) while the model starts on the next batch. The hand-off
+    waits until the next claim is made, so the claim does not compete with the encoding;
+    at most one batch is finishing at a time, which bounds the memory held."""
+
     def __init__(self, context: WorkerContext, name: str = "worker") -> None:
         self.ctx = context
         self.name = name
+        self._finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-finish")
+        self._finishing: Future[None] | None = None
+        self._generated: _Rendered | None = None
 
     def run(self, stopping: threading.Event) -> None:
         """Claim and run jobs until ``stopping`` is set; sleeps when the queue is empty."""
         wakeup = self.ctx.store.wakeup
-        while not stopping.is_set():
-            ticket = wakeup.ticket()
-            if not self.run_once():
-                wakeup.wait(ticket, self.ctx.settings.poll_interval_s)
+        try:
+            while not stopping.is_set():
+                ticket = wakeup.ticket()
+                if not self.run_once():
+                    wakeup.wait(ticket, self.ctx.settings.poll_interval_s)
+        finally:
+            self._hand_off()
+            self._await_finishing()
+            self._finisher.shutdown()
 
     def run_once(self) -> bool:
-        """Claim and run one batch; False when nothing was runnable."""
+        """Claim and generate one batch; False when nothing was runnable."""
         claims = self.ctx.store.claim(self.ctx.settings.lease_s)
+        self._hand_off()
         if not claims:
             return False
         self.ctx.leases.hold(claims[0].token)
-        try:
-            self._run_batch(claims)
-        finally:
+        self._generated = self._generate(claims)
+        if self._generated is None:
             self.ctx.leases.drop(claims[0].token)
         return True
 
-    def _run_batch(self, claims: Sequence[Claim]) -> None:
+    def _hand_off(self) -> None:
+        """Start finishing the last generated batch, once the one before it is done."""
+        if self._generated is not None:
+            self._await_finishing()
+            self._finishing = self._finisher.submit(self._finish, self._generated)
+            self._generated = None
+
+    def _await_finishing(self) -> None:
+        if self._finishing is not None:
+            self._finishing.result()
+            self._finishing = None
+
+    def _generate(self, claims: Sequence[Claim]) -> _Rendered | None:
+        """Run the model; on failure record each job's outcome and return None."""
         started = time.monotonic()
         tracker = _StepTracker(self.ctx, claims, started)
         try:
-            rendered = self.ctx.generator.generate([_request(c.job) for c in claims], tracker)
+            images = self.ctx.generator.generate([_request(c.job) for c in claims], tracker)
         except Released:
             self._each(claims, self.ctx.store.release)
         except GenerationCanceled:
@@ -90,11 +125,25 @@ class Worker:
             self._each(claims, partial(self._retry_or_fail, exc=exc))
         else:
             elapsed_ms = round((time.monotonic() - started) * 1000)
-            for claim, images in zip(claims, rendered, strict=True):
-                if claim.job.id in tracker.canceled:
+            return _Rendered(claims, images, elapsed_ms, frozenset(tracker.canceled))
+        return None
+
+    def _finish(self, rendered: _Rendered) -> None:
+        try:
+            for claim, images in zip(rendered.claims, rendered.images, strict=True):
+                if claim.job.id in rendered.canceled:
                     self.ctx.store.finish_canceled(claim)
                 else:
-                    self._record(claim, images, elapsed_ms, len(claims))
+                    self._record_or_retry(claim, images, rendered)
+        finally:
+            self.ctx.leases.drop(rendered.claims[0].token)
+
+    def _record_or_retry(self, claim: Claim, images: list[Image], rendered: _Rendered) -> None:
+        try:
+            self._record(claim, images, rendered.elapsed_ms, len(rendered.claims))
+        except Exception as exc:
+            log.exception("job.record_failed", job=claim.job.id)
+            self._retry_or_fail(claim, exc)
 
     def _record(self, claim: Claim, images: list[Image], elapsed_ms: int, batch: int) -> None:
         job, model = claim.job, self.ctx.generator.model_name
@@ -150,7 +199,7 @@ class _StepTracker:
         self.ctx, self.claims = ctx, claims
         self.deadline = started + ctx.settings.job_timeout_s
         self.canceled: set[str] = set()
-        self._last_report = 0.0
+        self._last_report = started  # a job shorter than one interval writes no progress
 
     def __call__(self, step: int, total: int) -> None:
         if self.ctx.abort.is_set():
@@ -160,7 +209,7 @@ class _StepTracker:
             raise GenerationTimeout(
                 f"The job ran past the {self.ctx.settings.job_timeout_s:g} s job timeout."
             )
-        if now - self._last_report >= PROGRESS_EVERY_S or step == total:
+        if now - self._last_report >= PROGRESS_EVERY_S and step < total:
             self._last_report = now
             self._report(step, total)
 

@@ -1,0 +1,185 @@
+"""Throughput and status latency of the original API under a steady job stream.
+
+Starts ``imagegate serve --workers 2`` with the sketch delay at 200 ms, on SQLite and on
+PostgreSQL, submits 40 jobs through ``POST /generate`` and polls ``GET /status/{id}``
+until all complete. Prints throughput against the limit (workers / delay) and the
+status-poll latency percentiles measured while jobs were generating; writes JSON to
+``bench/results/throughput.json``.
+
+    .venv/bin/python bench/throughput.py [--jobs 40] [--postgres-url postgresql://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.processes import serve
+
+RESULTS = Path(__file__).parent / "results"
+WORKERS, DELAY_MS = 2, 200
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def run_once(database_url: str, jobs: int, work: Path) -> dict[str, Any]:
+    env = {
+        "IMAGEGATE_DATA_DIR": str(work / "data"),
+        "IMAGEGATE_DATABASE_URL": database_url,
+        "IMAGEGATE_SKETCH_DELAY_MS": str(DELAY_MS),
+        "IMAGEGATE_LOG_LEVEL": "warning",
+    }
+    with serve(env, work / "serve.log", workers=WORKERS) as client:
+        for warm in range(2):
+            _wait_all(
+                client, [client.post("/generate", json={"prompt": f"warm {warm}"}).json()["job_id"]]
+            )
+        started = time.perf_counter()
+        ids = [
+            client.post("/generate", json={"prompt": f"bench job {i}", "style": "noir"}).json()[
+                "job_id"
+            ]
+            for i in range(jobs)
+        ]
+        latencies_ms = _wait_all(client, ids)
+        wall_s = time.perf_counter() - started
+        records = [client.get(f"/v1/jobs/{job_id}").json() for job_id in ids]
+    created = min(_t(r["created_at"]) for r in records)
+    finished = max(_t(r["finished_at"]) for r in records)
+    span_s = (finished - created).total_seconds()
+    limit = WORKERS / (DELAY_MS / 1000)
+    return {
+        "jobs": jobs,
+        "completed": sum(r["status"] == "completed" for r in records),
+        "server_span_s": round(span_s, 3),
+        "client_wall_s": round(wall_s, 3),
+        "throughput_jobs_per_s": round(jobs / span_s, 3),
+        "limit_jobs_per_s": limit,
+        "throughput_vs_limit": round(jobs / span_s / limit, 4),
+        "status_polls": len(latencies_ms),
+        "status_p50_ms": round(percentile(latencies_ms, 50), 2),
+        "status_p99_ms": round(percentile(latencies_ms, 99), 2),
+        "status_max_ms": round(max(latencies_ms), 2),
+        "generation_ms_median": statistics.median(
+            r["metadata"]["generation_time_ms"] for r in records
+        ),
+    }
+
+
+def _wait_all(client: httpx.Client, ids: list[str]) -> list[float]:
+    """Poll each unfinished job in turn (10 ms apart) until all are final; the latencies."""
+    latencies: list[float] = []
+    pending = list(ids)
+    while pending:
+        for job_id in list(pending):
+            sent = time.perf_counter()
+            status = client.get(f"/status/{job_id}").json()["status"]
+            latencies.append((time.perf_counter() - sent) * 1000)
+            if status in ("completed", "failed", "canceled"):
+                pending.remove(job_id)
+            time.sleep(0.01)
+    return latencies
+
+
+def _t(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def _trial(database_url: str | None, jobs: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        if database_url is None:
+            return run_once(f"sqlite:///{tmp}/bench.db", jobs, Path(tmp))
+        _truncate(database_url)
+        return run_once(database_url, jobs, Path(tmp))
+
+
+def _truncate(database_url: str) -> None:
+    engine = create_engine(make_url(database_url).set(drivername="postgresql+psycopg"))
+    with engine.begin() as conn:
+        exists = conn.exec_driver_sql("SELECT to_regclass('jobs')").scalar()
+        if exists:
+            conn.exec_driver_sql("TRUNCATE jobs, images")
+    engine.dispose()
+
+
+def _medians(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    numeric = [key for key, value in trials[0].items() if isinstance(value, int | float)]
+    return {key: statistics.median(trial[key] for trial in trials) for key in numeric}
+
+
+def fresh_postgres(admin_url: str) -> tuple[str, Any]:
+    name = f"imagegate_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(
+        make_url(admin_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=40)
+    parser.add_argument("--trials", type=int, default=3, help="runs per database; medians reported")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(
+            "IMAGEGATE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
+    args = parser.parse_args()
+    results: dict[str, Any] = {
+        "benchmark": "throughput",
+        "when": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "workers": WORKERS,
+        "sketch_delay_ms": DELAY_MS,
+        "targets": {"throughput_vs_limit": ">= 0.95", "status_p99_ms": "<= 20"},
+        "runs": {},
+    }
+    pg_url, drop = fresh_postgres(args.postgres_url)
+    try:
+        for name, url in (("sqlite", None), ("postgresql", pg_url)):
+            trials = [_trial(url, args.jobs) for _ in range(args.trials)]
+            results["runs"][name] = _medians(trials) | {"trials": trials}
+    finally:
+        drop()
+    for name, run in results["runs"].items():
+        print(
+            f"{name:>10}: {run['throughput_jobs_per_s']:.2f} jobs/s "
+            f"of {run['limit_jobs_per_s']:.0f} "
+            f"({run['throughput_vs_limit']:.1%}); status p50 {run['status_p50_ms']} ms, "
+            f"p99 {run['status_p99_ms']} ms (medians of {args.trials} runs)"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "throughput.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {RESULTS / 'throughput.json'}")
+
+
+if __name__ == "__main__":
+    main()
