@@ -11,7 +11,7 @@ from imagegate.storage.png import encode_png
 
 def render(prompt: str, style: str | None = None, seed: int = 1, size: int = 256) -> Image.Image:
     request = GenerationRequest("job", prompt, None, style, size, size, 4, 7.5, seed)
-    (images,) = SketchGenerator().generate([request], lambda step, total: None)
+    (images,) = SketchGenerator().generate([request], lambda info: None)
     return images[0]
 
 
@@ -62,7 +62,7 @@ def test_styles_have_visible_finishes() -> None:
 
 def test_size_and_n_are_honoured() -> None:
     request = GenerationRequest("job", "boats", None, None, 128, 64, 2, 7.5, 9, n=3)
-    (images,) = SketchGenerator().generate([request], lambda step, total: None)
+    (images,) = SketchGenerator().generate([request], lambda info: None)
     assert [im.size for im in images] == [(128, 64)] * 3
     assert len({png(im) for im in images}) == 3
 
@@ -70,5 +70,7 @@ def test_size_and_n_are_honoured() -> None:
 def test_progress_is_reported_for_every_step() -> None:
     seen: list[tuple[int, int]] = []
     request = GenerationRequest("job", "x", None, None, 64, 64, 5, 7.5, 1)
-    SketchGenerator(delay_ms=50).generate([request], lambda step, total: seen.append((step, total)))
+    SketchGenerator(delay_ms=50).generate(
+        [request], lambda info: seen.append((info.step, info.total))
+    )
     assert seen == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]

@@ -153,6 +153,23 @@ def test_a_lost_job_is_claimed_again_only_after_a_backoff(store: JobStore) -> No
     assert again.job.attempts == 2
 
 
+def test_a_job_stuck_far_past_the_timeout_is_failed(store: JobStore) -> None:
+    clock = FakeClock()
+    timed = JobStore(store.engine, clock=clock, job_timeout_s=10)
+    timed.submit(spec(), OWNER)
+    (stuck,) = timed.claim(lease_s=60)
+    clock.advance(11)
+    timed.renew(stuck.token, lease_s=60)  # its worker is alive, but stuck in one step
+    timed.claim(lease_s=60)
+    assert timed.get(stuck.job.id).status is Status.GENERATING  # within 1.5x: the worker's call
+    clock.advance(5)
+    timed.claim(lease_s=60)
+    failed = timed.get(stuck.job.id)
+    assert failed.status is Status.FAILED
+    assert failed.error is not None and failed.error.code == "timeout"
+    assert not timed.complete(stuck, [], META)  # its late result is refused
+
+
 def test_retry_later_waits_for_its_backoff(store: JobStore) -> None:
     clock = FakeClock()
     timed = JobStore(store.engine, clock=clock)
@@ -234,3 +251,48 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+
+def test_every_change_appends_its_event_in_order(store: JobStore) -> None:
+    published: list[str] = []
+    store.publishers.append(published.append)
+    job = store.submit(spec(), OWNER)
+    (claim,) = store.claim(lease_s=30)
+    store.report_progress(claim, 2, 4, "previews/x.png")
+    store.complete(claim, [image_for(job.id)], META)
+    assert not store.complete(claim, [], META)  # refused: no second event
+    events = store.events_since(job.id)
+    assert [e.type.value for e in events] == ["queued", "started", "progress", "completed"]
+    assert events[0].data == {"queue_position": 0}
+    assert events[2].data == {"step": 2, "total": 4, "preview": "previews/x.png"}
+    assert events[3].data["metadata"]["seed"] == 1
+    assert [e.id for e in store.events_since(job.id, after_id=events[1].id)] == [
+        events[2].id,
+        events[3].id,
+    ]
+    assert set(published) == {job.id}
+
+
+def test_queue_info_counts_the_jobs_ahead(store: JobStore) -> None:
+    first = store.submit(spec("first"), OWNER)
+    second = store.submit(spec("second"), OWNER)
+    urgent = store.submit(spec("urgent", priority=9), OWNER)
+    assert store.queue_info(second, 60).position == 2
+    assert store.queue_info(urgent, 60).position == 0
+    assert store.queue_info(first, 60).eta_s is None  # no history, no workers yet
+    store.heartbeat_worker(concurrency=2)
+    (claim,) = store.claim(lease_s=30)
+    store.complete(claim, [], GenerationMeta(1, "m", generation_time_ms=4000))
+    info = store.queue_info(second, 60)
+    assert info.position == 1
+    assert info.eta_s == 4.0  # one round of 4 s with two workers: position 1 runs next
+
+
+def test_only_jobs_with_a_webhook_fill_the_outbox(store: JobStore) -> None:
+    plain = store.submit(spec(), OWNER)
+    hooked = store.submit(spec(), OWNER, webhook_url="https://hooks.example.com/in")
+    for job in (plain, hooked):
+        store.cancel(job.id, OWNER)
+    assert store.webhook_deliveries(plain.id) == []
+    (message,) = store.webhook_deliveries(hooked.id)
+    assert (message["event_type"], message["status"]) == ("job.canceled", "pending")

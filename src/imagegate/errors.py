@@ -17,11 +17,18 @@ RFC 9457 problem+json in one place (:mod:`imagegate.api.problems`)::
     ├── Conflict (409)
     │   └── IllegalTransition             the job's state does not allow this
     ├── ServiceUnavailable (503)
+    │   └── ModelUnavailable              the model is missing; says how to fetch it
+    ├── WaitTimeout (504)                 a request waiting for its job outlived the timeout
     ├── RemoteError (502)                 another ImageGate refused a client's request
     └── GenerationError (500)             raised inside a worker; recorded on the job
         ├── GenerationCanceled
         ├── GenerationTimeout
-        └── WorkerLost
+        ├── WorkerLost
+        └── UpstreamError (502)           an image provider (the openai backend) failed
+            ├── ContentPolicyViolation (400)  the provider refused the prompt's content
+            ├── UpstreamRateLimited (429)     still rate limited after our retries
+            ├── UpstreamUnavailable (502)     5xx or unreachable, after our retries
+            └── UpstreamBadRequest (400)      the provider refused the request itself
 """
 
 from __future__ import annotations
@@ -124,6 +131,19 @@ class ServiceUnavailable(ImageGateError):
     status = 503
 
 
+class ModelUnavailable(ServiceUnavailable):
+    """The generator's model is not available here."""
+
+    code = "model_unavailable"
+
+
+class WaitTimeout(ImageGateError):
+    """The job did not finish within the time this request waits for it."""
+
+    code = "wait_timeout"
+    status = 504
+
+
 class RemoteError(ImageGateError):
     """The ImageGate server refused the request."""
 
@@ -156,3 +176,40 @@ class WorkerLost(GenerationError):
     """The worker running the job stopped answering, and the job ran out of retries."""
 
     code = "worker_lost"
+
+
+class UpstreamError(GenerationError):
+    """The image provider gave an answer that could not be used."""
+
+    code = "upstream_error"
+    status = 502
+
+
+class ContentPolicyViolation(UpstreamError):
+    """The image provider refused the prompt under its content policy."""
+
+    code = "content_policy_violation"
+    status = 400
+    retryable = False
+
+
+class UpstreamRateLimited(UpstreamError):
+    """The image provider is still rate limiting us after every retry."""
+
+    code = "rate_limited"
+    status = 429
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The image provider is unavailable."""
+
+    code = "upstream_unavailable"
+    status = 502
+
+
+class UpstreamBadRequest(UpstreamError):
+    """The image provider refused the request as invalid."""
+
+    code = "upstream_bad_request"
+    status = 400
+    retryable = False

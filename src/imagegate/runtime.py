@@ -6,16 +6,24 @@ The API, ``imagegate worker`` and the embedded ``imagegate generate`` all start 
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from typing import Any
 
 import structlog
 
+from imagegate.api.links import Links
 from imagegate.generators import Generator, load_generator
+from imagegate.generators.families import with_family_defaults
 from imagegate.jobs.database import create_db_engine, upgrade
+from imagegate.jobs.events import CHANNEL, EventHub
 from imagegate.jobs.store import JobStore
+from imagegate.jobs.wakeup import PostgresListener, conninfo
 from imagegate.settings import Settings
 from imagegate.storage import Storage, open_storage
 from imagegate.storage.signing import UrlSigner
+from imagegate.webhooks.guard import WebhookGuard
+from imagegate.webhooks.sender import WebhookSender
 from imagegate.worker.pool import WorkerPool
 
 log = structlog.get_logger(__name__)
@@ -23,6 +31,7 @@ log = structlog.get_logger(__name__)
 
 class Runtime:
     def __init__(self, settings: Settings) -> None:
+        settings = with_family_defaults(settings)
         self.settings = settings
         self.engine = create_db_engine(settings)
         if settings.auto_migrate:
@@ -31,9 +40,14 @@ class Runtime:
             self.engine,
             max_attempts=settings.max_retries,
             retry_backoff_s=settings.retry_backoff_s,
+            job_timeout_s=settings.job_timeout_s,
         )
         self.storage: Storage = open_storage(settings)
         self.signer = UrlSigner(settings.signing_key, settings.signed_url_ttl_s)
+        self.hub = EventHub()
+        self.store.publishers.append(self.hub.publish)
+        self.guard = WebhookGuard(settings.webhook_allow_private, settings.webhook_allow_networks)
+        self._listener: PostgresListener | None = None
         self.generator: Generator | None = None
         self.pool: WorkerPool | None = None
         self.workers_wanted = 0
@@ -62,8 +76,36 @@ class Runtime:
             log.error("backend.load_failed", backend=self.settings.backend, error=self.load_error)
             raise
         self.generator = generator
-        self.pool = WorkerPool(self.settings, self.store, self.storage, generator)
-        self.pool.start(count)
+        sender = WebhookSender(
+            self.engine,
+            self.guard,
+            self.settings.webhook_secrets,
+            self.settings.webhook_retry_schedule_s,
+            self.settings.webhook_timeout_s,
+            render=self.render_job,
+        )
+        self.pool = WorkerPool(self.settings, self.store, self.storage, generator, count, sender)
+        self.pool.start()
+
+    def start_events(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Let asyncio subscribers on ``loop`` hear of job events, from any process."""
+        self.hub.bind(loop)
+        if self.settings.is_postgres:
+            self._listener = PostgresListener(conninfo(self.engine), {CHANNEL: self.hub.publish})
+            self._listener.start()
+
+    @property
+    def links(self) -> Links:
+        """Links for use outside a request (webhook payloads): the public URL, or our own."""
+        base = self.settings.public_url or f"http://{self.settings.host}:{self.settings.port}"
+        return Links(base, self.signer)
+
+    def render_job(self, job_id: str) -> dict[str, Any]:
+        """The job resource as the API shows it, for webhook payloads."""
+        from imagegate.api.schemas import JobOut
+
+        job = self.store.get(job_id)
+        return JobOut.of(job, self.links).model_dump(mode="json")
 
     @property
     def backend_ready(self) -> bool:
@@ -73,4 +115,9 @@ class Runtime:
     def close(self, grace_s: float | None = None) -> None:
         if self.pool is not None:
             self.pool.stop(grace_s)
+        if self._listener is not None:
+            self._listener.stop()
+        close = getattr(self.generator, "close", None)
+        if callable(close):
+            close()
         self.engine.dispose()

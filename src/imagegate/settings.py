@@ -24,7 +24,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("imagegate-data")
     database_url: str = ""
-    backend: Literal["sketch"] = "sketch"
+    backend: Literal["sketch", "diffusers", "openai"] = "sketch"
     model: str | None = Field(
         default=None, validation_alias=AliasChoices("IMAGEGATE_MODEL", "MODEL", "model")
     )
@@ -41,6 +41,18 @@ class Settings(BaseSettings):
     retry_backoff_s: float = Field(default=2.0, ge=0)
     drain_grace_s: float = Field(default=20.0, ge=0)
     sketch_delay_ms: int = Field(default=0, ge=0, le=600_000)
+    preview_every: int = Field(default=0, ge=0, le=1000)  # 0: no previews
+    max_batch: int = Field(default=1, ge=1, le=64)  # compatible jobs per forward pass
+    batch_window_ms: int = Field(default=25, ge=0, le=5000)  # how long to gather a batch
+    poll_hint_s: int = Field(default=2, ge=1, le=60)  # Retry-After on unfinished jobs
+    sse_keepalive_s: float = Field(default=15.0, gt=0)
+    webhook_secret: SecretStr | None = None  # whsec_…; several, comma separated, to rotate
+    webhook_allow_private: bool = False
+    webhook_allow_networks: list[str] = Field(default_factory=list)
+    webhook_retry_schedule_s: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
     secret_key: SecretStr | None = None
     signed_url_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     public_url: str | None = None
@@ -56,6 +68,30 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     log_level: str = "info"
     log_json: bool = False
+    # openai backend: any OpenAI-compatible Images API (generators/openai.py)
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: SecretStr | None = None
+    openai_model: str = "dall-e-2"
+    openai_timeout_s: float = Field(default=60.0, gt=0)  # read timeout per request
+    openai_max_retries: int = Field(default=3, ge=0, le=20)
+    openai_retry_backoff_s: float = Field(default=0.5, ge=0)
+    # diffusers backend: Hugging Face diffusers pipelines (generators/diffusers.py)
+    diffusers_device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    diffusers_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    diffusers_scheduler: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]+Scheduler$")
+    diffusers_attention_slicing: bool = False
+    diffusers_vae_tiling: bool = False
+    diffusers_cpu_offload: bool = False  # GPU only: keep idle submodels in RAM
+    diffusers_taesd: str | None = None  # an AutoencoderTiny (dir or hub id) for previews
+    diffusers_cpu_threads: int | None = Field(default=None, ge=1)  # default: cores - 1
+    # safety: the prompt pipeline, templates and output moderation (imagegate/safety/)
+    safety_semantic: bool = True  # the embedding stage (needs the safety extra)
+    safety_terms_file: Path | None = None  # replaces the bundled safety/data/terms.yaml
+    templates_file: Path | None = None  # more prompt templates, added to the built-in ones
+    safety_remote_url: str | None = None  # an OpenAI-compatible /v1/moderations endpoint
+    safety_remote_api_key: SecretStr | None = None
+    safety_remote_timeout_s: float = Field(default=2.0, gt=0)
+    nudenet_thresholds: dict[str, float] = Field(default_factory=dict)  # label -> min score
 
     @model_validator(mode="after")
     def _check_ranges(self) -> Settings:
@@ -80,7 +116,21 @@ class Settings(BaseSettings):
 
     @property
     def model_name(self) -> str:
-        return self.model or "sketch-v1"
+        """The model this process serves: the setting, or the backend's default."""
+        defaults = {
+            "sketch": "sketch-v1",
+            "diffusers": "stabilityai/sd-turbo",
+            "openai": self.openai_model,
+        }
+        return self.model or defaults[self.backend]
+
+    @property
+    def webhook_secrets(self) -> list[str]:
+        from imagegate.webhooks.signing import derive_secret
+
+        if self.webhook_secret is None:
+            return [derive_secret(self.signing_key)]
+        return [part.strip() for part in self.webhook_secret.get_secret_value().split(",")]
 
     @property
     def signing_key(self) -> bytes:

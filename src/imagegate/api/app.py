@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 import imagegate
 from imagegate.api import problems
 from imagegate.api.limits import BodySizeLimit
-from imagegate.api.routes import images, jobs, legacy, meta
+from imagegate.api.routes import images, jobs, legacy, meta, openai_compat, stream, ws_legacy
 from imagegate.runtime import Runtime
 from imagegate.settings import Settings, load_settings
 
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None, workers: int | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await run_in_threadpool(Runtime, settings)
+        runtime.start_events(asyncio.get_running_loop())
         runtime.start_workers(count, background=True)
         app.state.runtime = runtime
         try:
@@ -37,7 +39,8 @@ def create_app(settings: Settings | None = None, workers: int | None = None) -> 
         summary="Submit a prompt, follow the job, fetch the PNG.",
         lifespan=lifespan,
     )
-    for router in (legacy.router, jobs.router, images.router, meta.router):
+    routers = (legacy.router, ws_legacy.router, jobs.router, stream.router, images.router)
+    for router in (*routers, meta.router, openai_compat.router):
         app.include_router(router)
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

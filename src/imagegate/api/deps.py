@@ -1,4 +1,4 @@
-"""Request dependencies: the runtime, the caller, and absolute URLs for responses."""
+"""Request dependencies: the runtime, the caller, and links for responses."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from imagegate.jobs.models import LOCAL_OWNER, ImageRecord
+from imagegate.api.links import Links
+from imagegate.jobs.models import LOCAL_OWNER
 from imagegate.runtime import Runtime
 
 
@@ -20,26 +21,9 @@ def get_owner() -> str:
     return LOCAL_OWNER
 
 
-class Links:
-    """Absolute URLs, based on ``IMAGEGATE_PUBLIC_URL`` or else the request's own address."""
-
-    def __init__(self, request: Request, runtime: Runtime) -> None:
-        public = runtime.settings.public_url
-        self.base = (public or str(request.base_url)).rstrip("/")
-        self.signer = runtime.signer
-
-    def image(self, image: ImageRecord) -> str:
-        return f"{self.base}/v1/images/{image.id}?{self.signer.query(image.id)}"
-
-    def status(self, job_id: str) -> str:
-        return f"{self.base}/status/{job_id}"
-
-    def job(self, job_id: str) -> str:
-        return f"{self.base}/v1/jobs/{job_id}"
-
-
 def get_links(request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]) -> Links:
-    return Links(request, runtime)
+    """Links based on ``IMAGEGATE_PUBLIC_URL``, or else on the request's own address."""
+    return Links(runtime.settings.public_url or str(request.base_url), runtime.signer)
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from imagegate.jobs.models import ImageRecord, Job
+from imagegate.api.links import Links
+from imagegate.jobs.models import Job, QueueInfo
 from imagegate.jobs.specs import JobRequest
 from imagegate.jobs.states import Status
-
-ImageUrl = Callable[[ImageRecord], str]
 
 
 class _Strict(BaseModel):
@@ -30,9 +28,14 @@ class JobCreate(_Strict):
     seed: int | None = Field(default=None, description="Chosen and recorded when omitted.")
     n: int = Field(default=1, description="Images to generate, 1 to 4.")
     priority: int = Field(default=0, description="Higher runs first; -100 to 100.")
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="Gets a signed POST (Standard Webhooks) when the job ends.",
+    )
 
     def to_request(self) -> JobRequest:
-        return JobRequest(**self.model_dump())
+        return JobRequest(**self.model_dump(exclude={"webhook_url"}))
 
 
 class ErrorOut(BaseModel):
@@ -80,12 +83,15 @@ class JobOut(BaseModel):
     metadata: MetadataOut | None
     progress: ProgressOut | None
     cancel_requested: bool
+    queue_position: int | None = Field(description="Queued jobs ahead of this one.")
+    eta_s: float | None = Field(description="Likely seconds until done, while queued.")
+    webhook_url: str | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, job: Job, image_url: ImageUrl) -> JobOut:
+    def of(cls, job: Job, links: Links, queue: QueueInfo | None = None) -> JobOut:
         spec = job.spec
         return cls(
             id=job.id,
@@ -104,12 +110,15 @@ class JobOut(BaseModel):
             attempts=job.attempts,
             error=ErrorOut(**asdict(job.error)) if job.error else None,
             images=[
-                ImageOut(id=im.id, url=image_url(im), width=im.width, height=im.height)
+                ImageOut(id=im.id, url=links.image(im), width=im.width, height=im.height)
                 for im in job.images
             ],
             metadata=MetadataOut(**asdict(job.meta)) if job.meta else None,
             progress=ProgressOut(**asdict(job.progress)) if job.progress else None,
             cancel_requested=job.cancel_requested,
+            queue_position=queue.position if queue else None,
+            eta_s=queue.eta_s if queue else None,
+            webhook_url=job.webhook_url,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,

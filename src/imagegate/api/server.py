@@ -33,7 +33,8 @@ def background_server(settings: Settings, workers: int) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(settings, workers), log_level="warning", lifespan="on")
+    bound = settings.model_copy(update={"host": "127.0.0.1", "port": port})  # for own links
+    config = uvicorn.Config(create_app(bound, workers), log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

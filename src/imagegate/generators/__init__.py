@@ -15,8 +15,19 @@ if TYPE_CHECKING:
 
     from imagegate.settings import Settings
 
-StepCallback = Callable[[int, int], None]
-"""Called with (step, total) after each step; it raises to stop the generation."""
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """Progress after one step. ``previews``: one low-resolution image per request of the
+    batch, on the steps where the backend made them (every ``preview_every`` steps)."""
+
+    step: int
+    total: int
+    previews: Sequence[Image] | None = None
+
+
+StepCallback = Callable[[StepInfo], None]
+"""Called after each step; it raises to stop the generation (cancel, timeout, shutdown)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,5 +62,17 @@ def load_generator(settings: Settings) -> Generator:
     if settings.backend == "sketch":
         from imagegate.generators.sketch import SketchGenerator
 
-        return SketchGenerator(delay_ms=settings.sketch_delay_ms, model_name=settings.model_name)
+        return SketchGenerator(
+            delay_ms=settings.sketch_delay_ms,
+            model_name=settings.model_name,
+            preview_every=settings.preview_every,
+        )
+    if settings.backend == "openai":
+        from imagegate.generators.openai import OpenAIGenerator
+
+        return OpenAIGenerator.from_settings(settings)
+    if settings.backend == "diffusers":
+        from imagegate.generators.diffusers import DiffusersGenerator
+
+        return DiffusersGenerator.from_settings(settings)
     raise ValueError(f"unknown backend {settings.backend!r}")  # pragma: no cover

@@ -10,16 +10,20 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from PIL import ImageFilter
 from PIL.Image import Image
 
-from imagegate.generators import GenerationRequest, StepCallback
+from imagegate.generators import GenerationRequest, StepCallback, StepInfo
 from imagegate.generators.sketch_scene import render
 
 
 class SketchGenerator:
-    def __init__(self, delay_ms: int = 0, model_name: str = "sketch-v1") -> None:
+    def __init__(
+        self, delay_ms: int = 0, model_name: str = "sketch-v1", preview_every: int = 0
+    ) -> None:
         self._delay_s = delay_ms / 1000
         self._model_name = model_name
+        self._preview_every = preview_every
 
     @property
     def model_name(self) -> str:
@@ -40,8 +44,14 @@ class SketchGenerator:
             pause = started + self._delay_s * step / steps - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
-            on_step(step, steps)
+            on_step(StepInfo(step, steps, self._previews(images, step)))
         return images
+
+    def _previews(self, images: list[list[Image]], step: int) -> list[Image] | None:
+        """A small, blurred version of each request's first image, like a denoising preview."""
+        if not self._preview_every or step % self._preview_every:
+            return None
+        return [preview_of(first) for first, *_ in images]
 
     @staticmethod
     def _render(request: GenerationRequest) -> list[Image]:
@@ -49,3 +59,9 @@ class SketchGenerator:
             render(request.prompt, request.style, request.width, request.height, request.seed + i)
             for i in range(request.n)
         ]
+
+
+def preview_of(image: Image, size: int = 64) -> Image:
+    small = image.copy()
+    small.thumbnail((size, size))
+    return small.filter(ImageFilter.GaussianBlur(2))

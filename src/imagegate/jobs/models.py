@@ -74,6 +74,15 @@ class Job:
     progress: Progress | None = None
     cancel_requested: bool = False
     images: tuple[ImageRecord, ...] = field(default=())
+    webhook_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """Where a queued job stands: jobs ahead of it, and the likely wait in seconds."""
+
+    position: int
+    eta_s: float | None
 
 
 @dataclass(frozen=True, slots=True)

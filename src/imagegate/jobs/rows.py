@@ -60,6 +60,7 @@ def job_from_row(row: Mapping[Any, Any], images: Iterable[ImageRecord] = ()) -> 
         progress=_progress(row),
         cancel_requested=bool(row["cancel_requested"]),
         images=tuple(images),
+        webhook_url=row["webhook_url"],
     )
 
 

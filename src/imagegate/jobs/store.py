@@ -18,19 +18,40 @@ from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text
 from sqlalchemy.sql.elements import ColumnElement
 
 from imagegate.errors import IllegalTransition, JobNotFound
+from imagegate.jobs import events, queue
 from imagegate.jobs.database import WRITE
-from imagegate.jobs.models import Claim, ErrorInfo, GenerationMeta, ImageRecord, Job, JobSpec
+from imagegate.jobs.events import EventType
+from imagegate.jobs.models import (
+    Claim,
+    ErrorInfo,
+    GenerationMeta,
+    ImageRecord,
+    Job,
+    JobSpec,
+    QueueInfo,
+)
+from imagegate.jobs.queue import ahead_of
 from imagegate.jobs.retry import backoff_s
 from imagegate.jobs.rows import decode_cursor, encode_cursor, image_from_row, job_from_row
 from imagegate.jobs.rows import spec_values as _spec_values
 from imagegate.jobs.states import Status, sources_of
 from imagegate.jobs.tables import images, jobs
 from imagegate.jobs.wakeup import CHANNEL, Wakeup
+from imagegate.webhooks import outbox
 
 Clock = Callable[[], datetime]
 CANCELED = ErrorInfo("canceled", "The job was canceled.")
+NEWS = "imagegate_news"  # Connection.info key: jobs with new events in this transaction
+EVENT_OF = {
+    Status.QUEUED: EventType.QUEUED,
+    Status.GENERATING: EventType.STARTED,
+    Status.COMPLETED: EventType.COMPLETED,
+    Status.FAILED: EventType.FAILED,
+    Status.CANCELED: EventType.CANCELED,
+}
 # How often a claiming store looks for jobs whose lease expired (a dead worker's).
 RECOVERY_INTERVAL = timedelta(seconds=1)
+OVERDUE = ErrorInfo("timeout", "The job ran far past the job timeout and was stopped.", True)
 WORKER_LOST = ErrorInfo("worker_lost", "The worker running this job stopped answering.", True)
 
 
@@ -45,15 +66,18 @@ class JobStore:
         *,
         max_attempts: int = 3,
         retry_backoff_s: float = 0.0,
+        job_timeout_s: float | None = None,
         wakeup: Wakeup | None = None,
         clock: Clock = _utcnow,
     ) -> None:
         self.engine = engine
         self.max_attempts = max_attempts
         self.retry_backoff_s = retry_backoff_s
+        self.job_timeout_s = job_timeout_s
         self.wakeup = wakeup or Wakeup()
         self._now = clock
         self._next_recovery = clock()
+        self.publishers: list[events.Publisher] = []
         self._writer = engine.execution_options(**WRITE)
         self._postgres = engine.dialect.name == "postgresql"
 
@@ -106,15 +130,36 @@ class JobStore:
             counts = {Status(status): count for status, count in conn.execute(query)}
         return {status: counts.get(status, 0) for status in Status}
 
+    def queue_info(self, job: Job, stale_after_s: float) -> QueueInfo:
+        """Jobs ahead of a queued job, and an ETA from recent generation times."""
+        with self.engine.connect() as conn:
+            position = queue.ahead_of(conn, job)
+            mean_s = queue.mean_generation_s(conn)
+            workers = queue.active_workers(conn, self._now(), stale_after_s)
+        return QueueInfo(position, queue.eta_s(position, mean_s, workers))
+
+    def heartbeat_worker(self, concurrency: int) -> None:
+        with self._write(durable=False) as conn:
+            queue.heartbeat(conn, concurrency, self._now())
+
+    def retire_worker(self) -> None:
+        with self._write() as conn:
+            queue.retire(conn)
+
+    def webhook_deliveries(self, job_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return outbox.deliveries_of(conn, job_id)
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(select(1))
 
     # -- the client's changes --------------------------------------------------------------
 
-    def submit(self, spec: JobSpec, owner: str) -> Job:
+    def submit(self, spec: JobSpec, owner: str, webhook_url: str | None = None) -> Job:
         now = self._now()
         values = _spec_values(spec) | {
+            "webhook_url": webhook_url,
             "id": str(uuid.uuid4()),
             "owner": owner,
             "status": Status.QUEUED.value,
@@ -125,9 +170,11 @@ class JobStore:
         }
         with self._write() as conn:
             row = conn.execute(insert(jobs).values(values).returning(*jobs.c)).mappings().one()
+            job = job_from_row(row)
+            self._emit(conn, job.id, EventType.QUEUED, {"queue_position": ahead_of(conn, job)})
             self._notify_workers(conn)
         self.wakeup.notify()
-        return job_from_row(row)
+        return job
 
     def cancel(self, job_id: str, owner: str | None = None) -> Job:
         """Queued: canceled now. Generating: flagged, and the worker stops at its next step."""
@@ -139,6 +186,7 @@ class JobStore:
                 Status.CANCELED,
                 *mine,
                 from_=Status.QUEUED,
+                event={},
                 finished_at=self._now(),
                 **_err(CANCELED),
             )
@@ -154,13 +202,20 @@ class JobStore:
 
     # -- the worker's changes --------------------------------------------------------------
 
-    def claim(self, lease_s: float, limit: int = 1, like: JobSpec | None = None) -> list[Claim]:
+    def claim(
+        self,
+        lease_s: float,
+        limit: int = 1,
+        like: JobSpec | None = None,
+        token: str | None = None,
+    ) -> list[Claim]:
         """Lease up to ``limit`` runnable jobs, by priority then age.
 
         ``like`` restricts the claim to jobs that can share a forward pass with that spec
-        (same size, steps and guidance): the seam for dynamic batching.
+        (same size, steps and guidance), and ``token`` adds them to a lease already held:
+        how a worker gathers a batch.
         """
-        now, token = self._now(), str(uuid.uuid4())
+        now, token = self._now(), token or str(uuid.uuid4())
         runnable = (
             select(jobs.c.id)
             .where(jobs.c.status == Status.QUEUED.value, jobs.c.run_after <= now)
@@ -177,6 +232,7 @@ class JobStore:
             if now >= self._next_recovery:
                 self._next_recovery = now + RECOVERY_INTERVAL
                 self._recover_expired(conn, now)
+                self._fail_overdue(conn, now)
             rows = conn.execute(
                 update(jobs)
                 .where(jobs.c.id == chosen.c.id)
@@ -192,6 +248,8 @@ class JobStore:
                 .returning(*jobs.c)
             ).mappings()
             claimed = [Claim(job_from_row(row), token) for row in rows]
+            for claim in claimed:
+                self._emit(conn, claim.job.id, EventType.STARTED, {"attempt": claim.job.attempts})
         return sorted(claimed, key=lambda c: (-c.job.spec.priority, c.job.created_at, c.job.id))
 
     def renew(self, token: str, lease_s: float) -> set[str]:
@@ -206,8 +264,11 @@ class JobStore:
             )
             return {row.id for row in rows}
 
-    def report_progress(self, claim: Claim, step: int, total: int) -> bool:
-        """Record progress; returns True when the client asked to cancel the job."""
+    def report_progress(
+        self, claim: Claim, step: int, total: int, preview_key: str | None = None
+    ) -> bool:
+        """Record progress (and a preview's storage key); True when the job should stop:
+        the client asked to cancel it, or this worker no longer holds it."""
         with self._write(durable=False) as conn:
             row = conn.execute(
                 update(jobs)
@@ -215,6 +276,9 @@ class JobStore:
                 .values(progress_step=step, progress_total=total)
                 .returning(jobs.c.cancel_requested)
             ).first()
+            if row is not None:
+                data = {"step": step, "total": total, "preview": preview_key}
+                self._emit(conn, claim.job.id, EventType.PROGRESS, data)
         return row is None or bool(row.cancel_requested)
 
     def complete(self, claim: Claim, stored: Sequence[ImageRecord], meta: GenerationMeta) -> bool:
@@ -232,6 +296,7 @@ class JobStore:
                 batch_size=meta.batch_size,
                 progress_step=claim.job.spec.steps,
                 progress_total=claim.job.spec.steps,
+                event=_completed_event(stored, meta),
                 **_err(None),
             )
             if done and stored:
@@ -257,7 +322,13 @@ class JobStore:
     def _finish(self, claim: Claim, target: Status, error: ErrorInfo) -> bool:
         with self._write() as conn:
             return self._transition(
-                conn, claim.job.id, target, *_held(claim), finished_at=self._now(), **_err(error)
+                conn,
+                claim.job.id,
+                target,
+                *_held(claim),
+                event=_error_event(error) if target is Status.FAILED else {},
+                finished_at=self._now(),
+                **_err(error),
             )
 
     def _requeue(self, claim: Claim, delay_s: float, **values: Any) -> bool:
@@ -268,6 +339,7 @@ class JobStore:
                 claim.job.id,
                 Status.QUEUED,
                 *_held(claim),
+                event={"queue_position": None, "retry_at": run_after.isoformat()},
                 run_after=run_after,
                 **_unleased(),
                 **values,
@@ -275,6 +347,30 @@ class JobStore:
             self._notify_workers(conn)
         self.wakeup.notify()
         return done
+
+    def _fail_overdue(self, conn: Connection, now: datetime) -> None:
+        """A job still generating well past the job timeout is stuck inside one step (the
+        worker checks the timeout between steps): fail it, so the client hears of it. The
+        worker's own late result is then refused by the guarded UPDATE."""
+        if self.job_timeout_s is None:
+            return
+        cutoff = now - timedelta(seconds=self.job_timeout_s * 1.5)
+        overdue = conn.execute(
+            select(jobs.c.id).where(
+                jobs.c.status == Status.GENERATING.value, jobs.c.started_at < cutoff
+            )
+        ).scalars()
+        for job_id in list(overdue):
+            self._transition(
+                conn,
+                job_id,
+                Status.FAILED,
+                jobs.c.started_at < cutoff,
+                event=_error_event(OVERDUE),
+                finished_at=now,
+                **_unleased(),
+                **_err(OVERDUE),
+            )
 
     def _recover_expired(self, conn: Connection, now: datetime) -> None:
         """Jobs whose worker stopped renewing its lease: run again after a backoff, or fail
@@ -287,16 +383,30 @@ class JobStore:
         for job_id, attempts in expired:
             still_expired = jobs.c.lease_expires_at < now
             if attempts >= self.max_attempts:
+                error = _exhausted(attempts)
                 self._transition(
-                    conn, job_id, Status.FAILED, still_expired, finished_at=now,
-                    **_unleased(), **_err(_exhausted(attempts)),
-                )  # fmt: skip
+                    conn,
+                    job_id,
+                    Status.FAILED,
+                    still_expired,
+                    event=_error_event(error),
+                    finished_at=now,
+                    **_unleased(),
+                    **_err(error),
+                )
                 continue
             delay = timedelta(seconds=backoff_s(attempts, self.retry_backoff_s))
+            retry_at = now + delay
             self._transition(
-                conn, job_id, Status.QUEUED, still_expired, run_after=now + delay,
-                **_unleased(), **_err(WORKER_LOST),
-            )  # fmt: skip
+                conn,
+                job_id,
+                Status.QUEUED,
+                still_expired,
+                run_after=retry_at,
+                event={"queue_position": None, "retry_at": retry_at.isoformat()},
+                **_unleased(),
+                **_err(WORKER_LOST),
+            )
 
     def _transition(
         self,
@@ -304,17 +414,33 @@ class JobStore:
         job_id: str,
         target: Status,
         *guards: ColumnElement[bool],
+        event: dict[str, Any],
         from_: Status | None = None,
         **values: Any,
     ) -> bool:
-        """The one guarded UPDATE behind every state change."""
+        """The one guarded UPDATE behind every state change. When it happens, the change's
+        event is appended and, for a final state, the job's webhook is put in the outbox,
+        all in the same transaction."""
         sources = [from_.value] if from_ else [s.value for s in sources_of(target)]
         result = conn.execute(
             update(jobs)
             .where(jobs.c.id == job_id, jobs.c.status.in_(sources), *guards)
             .values(status=target.value, **values)
         )
-        return result.rowcount == 1
+        if result.rowcount != 1:
+            return False
+        self._emit(conn, job_id, EVENT_OF[target], event)
+        if target.is_final:
+            outbox.enqueue(conn, job_id, f"job.{target.value}", self._now())
+        return True
+
+    def _emit(self, conn: Connection, job_id: str, kind: EventType, data: dict[str, Any]) -> None:
+        events.emit(conn, job_id, kind, data, self._now())
+        conn.info.setdefault(NEWS, []).append(job_id)
+
+    def events_since(self, job_id: str, after_id: int = 0) -> list[events.JobEvent]:
+        with self.engine.connect() as conn:
+            return events.read_since(conn, job_id, after_id)
 
     def _refuse(self, conn: Connection, job_id: str, owner: str | None, why: str) -> None:
         query = select(jobs.c.status).where(jobs.c.id == job_id)
@@ -337,13 +463,22 @@ class JobStore:
 
     @contextmanager
     def _write(self, durable: bool = True) -> Iterator[Connection]:
-        """A write transaction. ``durable=False`` lets PostgreSQL skip the WAL flush at commit,
-        for changes whose loss in a database crash is harmless because delivery is at least
-        once: a lost claim or lease renewal means the job simply runs again."""
+        """A write transaction; the jobs it emitted events for are published after commit.
+
+        ``durable=False`` lets PostgreSQL skip the WAL flush at commit, for changes whose
+        loss in a database crash is harmless because delivery is at least once: a lost
+        claim or lease renewal means the job simply runs again.
+        """
         with self._writer.begin() as conn:
             if not durable and self._postgres:
                 conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-            yield conn
+            try:
+                yield conn
+            finally:
+                news = conn.info.pop(NEWS, [])
+        for job_id in dict.fromkeys(news):
+            for publish in self.publishers:
+                publish(job_id)
 
     def _notify_workers(self, conn: Connection) -> None:
         if self._postgres:
@@ -385,6 +520,22 @@ def _exhausted(attempts: int) -> ErrorInfo:
         f"The job's worker was lost on each of its {attempts} attempts; giving up.",
         retryable=True,
     )
+
+
+def _error_event(error: ErrorInfo) -> dict[str, Any]:
+    return {"code": error.code, "message": error.message, "retryable": error.retryable}
+
+
+def _completed_event(stored: Sequence[ImageRecord], meta: GenerationMeta) -> dict[str, Any]:
+    return {
+        "images": [{"id": im.id, "width": im.width, "height": im.height} for im in stored],
+        "metadata": {
+            "seed": meta.seed,
+            "model": meta.model,
+            "generation_time_ms": meta.generation_time_ms,
+            "batch_size": meta.batch_size,
+        },
+    }
 
 
 def _image_values(image: ImageRecord, now: datetime) -> dict[str, Any]:

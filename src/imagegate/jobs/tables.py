@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -53,6 +54,7 @@ jobs = Table(
     Column("model", String(300)),
     Column("generation_time_ms", Integer),
     Column("batch_size", Integer),
+    Column("webhook_url", Text),
     # The claim query's path: the next runnable job by priority, then age.
     Index("ix_jobs_queue", "status", text("priority DESC"), "created_at", "id"),
     Index("ix_jobs_owner_created", "owner", "created_at", "id"),
@@ -70,4 +72,70 @@ images = Table(
     Column("size_bytes", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_images_job", "job_id", "idx", unique=True),
+)
+
+# Every job's ordered events: the log that SSE, WebSocket and late subscribers read.
+job_events = Table(
+    "job_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("type", String(20), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_job_events_job", "job_id", "id"),
+)
+
+# The webhook outbox: one row per message, written in the transaction that ends the job.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("event_type", String(40), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("payload", JSON),  # built at the first attempt, then sent unchanged
+    Column("status", String(20), nullable=False),  # pending, delivered, failed
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("lease_token", String(36)),
+    Column("lease_expires_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_job", "job_id"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column(
+        "delivery_id",
+        String(40),
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("attempt", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("status_code", Integer),
+    Column("error", Text),
+    Column("duration_ms", Integer, nullable=False),
+    Index("ix_webhook_attempts_delivery", "delivery_id", "attempt"),
+)
+
+# Worker processes announce themselves here, so ETAs know how many are running.
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
 )

@@ -8,9 +8,11 @@ at ``poll_interval_s`` as a safety net, so a lost notification only costs latenc
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import psycopg
 import structlog
+from sqlalchemy import Engine
 
 CHANNEL = "imagegate_jobs"
 log = structlog.get_logger(__name__)
@@ -31,17 +33,22 @@ class Wakeup:
             self._count += 1
             self._condition.notify_all()
 
+    def notify_any(self, _payload: str = "") -> None:
+        """:meth:`notify`, in the shape of a notification handler."""
+        self.notify()
+
     def wait(self, ticket: int, timeout: float) -> None:
         with self._condition:
             self._condition.wait_for(lambda: self._count != ticket, timeout)
 
 
 class PostgresListener:
-    """A daemon thread that LISTENs on the jobs channel and wakes local workers."""
+    """A daemon thread that LISTENs on some channels and calls a handler per notification
+    (with its payload): how a process hears of changes made by other processes."""
 
-    def __init__(self, conninfo: str, wakeup: Wakeup) -> None:
+    def __init__(self, conninfo: str, handlers: dict[str, Callable[[str], None]]) -> None:
         self._conninfo = conninfo
-        self._wakeup = wakeup
+        self._handlers = handlers
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pg-listener", daemon=True)
 
@@ -62,7 +69,13 @@ class PostgresListener:
 
     def _listen(self) -> None:
         with psycopg.connect(self._conninfo, autocommit=True) as connection:
-            connection.execute(f"LISTEN {CHANNEL}")
+            for channel in self._handlers:
+                connection.execute(f"LISTEN {channel}")
             while not self._stopping.is_set():
-                for _ in connection.notifies(timeout=0.5, stop_after=1):
-                    self._wakeup.notify()
+                for note in connection.notifies(timeout=0.5):
+                    self._handlers[note.channel](note.payload)
+
+
+def conninfo(engine: Engine) -> str:
+    """The plain libpq URL of a SQLAlchemy PostgreSQL engine."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)

@@ -13,9 +13,10 @@ log = structlog.get_logger(__name__)
 
 
 class LeaseKeeper:
-    def __init__(self, store: JobStore, lease_s: float) -> None:
+    def __init__(self, store: JobStore, lease_s: float, concurrency: int = 1) -> None:
         self._store = store
         self._lease_s = lease_s
+        self._concurrency = concurrency
         self._tokens: set[str] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -27,6 +28,10 @@ class LeaseKeeper:
     def stop(self) -> None:
         self._stopping.set()
         self._thread.join(timeout=5)
+        try:
+            self._store.retire_worker()
+        except SQLAlchemyError as exc:
+            log.warning("worker.retire_failed", error=str(exc))
 
     def hold(self, token: str) -> None:
         with self._lock:
@@ -38,11 +43,20 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         # Renew at a third of the lease, so two missed renewals still leave time.
+        self._heartbeat()
         while not self._stopping.wait(self._lease_s / 3):
             with self._lock:
                 tokens = list(self._tokens)
             for token in tokens:
                 self._renew(token)
+            self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        """Tell the registry this process's workers are alive (for queue ETAs)."""
+        try:
+            self._store.heartbeat_worker(self._concurrency)
+        except SQLAlchemyError as exc:
+            log.warning("worker.heartbeat_failed", error=str(exc))
 
     def _renew(self, token: str) -> None:
         try:

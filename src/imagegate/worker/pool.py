@@ -1,6 +1,7 @@
-"""A process's workers: N threads sharing one loaded generator, one lease keeper and,
-on PostgreSQL, one LISTEN connection. Stopping drains: no new claims, in-flight jobs
-finish within the grace period, and what is still running then is given back to the queue.
+"""A process's workers: N threads sharing one loaded generator, one lease keeper, the
+webhook sender and, on PostgreSQL, one LISTEN connection. Stopping drains: no new claims,
+in-flight jobs finish within the grace period, and what still runs then goes back to the
+queue.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import structlog
 
 from imagegate.generators import Generator
 from imagegate.jobs.store import JobStore
-from imagegate.jobs.wakeup import PostgresListener
+from imagegate.jobs.wakeup import PostgresListener, conninfo
 from imagegate.settings import Settings
 from imagegate.storage import Storage
+from imagegate.webhooks.sender import WebhookSender
 from imagegate.worker.leases import LeaseKeeper
 from imagegate.worker.runner import Worker, WorkerContext
 
@@ -23,31 +25,43 @@ log = structlog.get_logger(__name__)
 
 class WorkerPool:
     def __init__(
-        self, settings: Settings, store: JobStore, storage: Storage, generator: Generator
+        self,
+        settings: Settings,
+        store: JobStore,
+        storage: Storage,
+        generator: Generator,
+        count: int,
+        sender: WebhookSender | None = None,
     ) -> None:
         self.settings = settings
-        self.leases = LeaseKeeper(store, settings.lease_s)
+        self.count = count
+        self.leases = LeaseKeeper(store, settings.lease_s, concurrency=count)
         self.context = WorkerContext(
             settings, store, storage, generator, self.leases, abort=threading.Event()
         )
+        self.sender = sender
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._listener = (
-            PostgresListener(_conninfo(store), store.wakeup) if settings.is_postgres else None
+            PostgresListener(conninfo(store.engine), {"imagegate_jobs": store.wakeup.notify_any})
+            if settings.is_postgres
+            else None
         )
 
-    def start(self, count: int) -> None:
+    def start(self) -> None:
         self.leases.start()
         if self._listener:
             self._listener.start()
-        for index in range(count):
+        if self.sender:
+            self.sender.start()
+        for index in range(self.count):
             worker = Worker(self.context, name=f"worker-{index}")
             thread = threading.Thread(
                 target=worker.run, args=(self._stopping,), name=worker.name, daemon=True
             )
             thread.start()
             self._threads.append(thread)
-        log.info("workers.started", count=count, model=self.context.generator.model_name)
+        log.info("workers.started", count=self.count, model=self.context.generator.model_name)
 
     def stop(self, grace_s: float | None = None) -> None:
         """Drain: stop claiming, wait up to the grace period, then release what still runs."""
@@ -61,11 +75,8 @@ class WorkerPool:
         for thread in self._threads:
             thread.join(timeout=10)
         self.leases.stop()
+        if self.sender:
+            self.sender.stop()
         if self._listener:
             self._listener.stop()
         log.info("workers.stopped")
-
-
-def _conninfo(store: JobStore) -> str:
-    url = store.engine.url.set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)

@@ -18,13 +18,14 @@ from functools import partial
 import structlog
 from PIL.Image import Image
 
-from imagegate.errors import GenerationCanceled, GenerationTimeout
-from imagegate.generators import GenerationRequest, Generator
+from imagegate.errors import GenerationCanceled, GenerationError, GenerationTimeout
+from imagegate.generators import GenerationRequest, Generator, StepInfo
 from imagegate.jobs.models import Claim, ErrorInfo, GenerationMeta, ImageRecord, Job
 from imagegate.jobs.retry import backoff_s
 from imagegate.jobs.store import JobStore
 from imagegate.settings import Settings
 from imagegate.storage import Storage
+from imagegate.storage.keys import image_key, preview_key
 from imagegate.storage.png import encode_png
 from imagegate.worker.leases import LeaseKeeper
 
@@ -90,10 +91,28 @@ class Worker:
         if not claims:
             return False
         self.ctx.leases.hold(claims[0].token)
+        claims += self._gather(claims[0])
         self._generated = self._generate(claims)
         if self._generated is None:
             self.ctx.leases.drop(claims[0].token)
         return True
+
+    def _gather(self, first: Claim) -> list[Claim]:
+        """Dynamic batching: add queued jobs that can share the first one's forward pass,
+        waiting up to the batch window for more to arrive, under the same lease."""
+        settings, store = self.ctx.settings, self.ctx.store
+        more: list[Claim] = []
+        deadline = time.monotonic() + settings.batch_window_ms / 1000
+        while 1 + len(more) < settings.max_batch:
+            ticket = store.wakeup.ticket()
+            wanted = settings.max_batch - 1 - len(more)
+            more += store.claim(settings.lease_s, wanted, like=first.job.spec, token=first.token)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if 1 + len(more) < settings.max_batch:
+                store.wakeup.wait(ticket, left)
+        return more
 
     def _hand_off(self) -> None:
         """Start finishing the last generated batch, once the one before it is done."""
@@ -173,14 +192,15 @@ class Worker:
             },
         )
         image_id = str(uuid.uuid4())
-        key = f"{job.id[:2]}/{job.id}/{image_id}.png"
+        key = image_key(job.id, image_id)
         self.ctx.storage.put(key, png)
         return ImageRecord(image_id, job.id, index, key, image.width, image.height, len(png))
 
     def _retry_or_fail(self, claim: Claim, exc: Exception) -> None:
-        error = ErrorInfo("generation_failed", f"Generation failed: {exc}", retryable=True)
+        """A backend's own error keeps its code; only a retryable one is tried again."""
+        error = _error_info(exc)
         attempts = claim.job.attempts
-        if attempts >= self.ctx.settings.max_retries:
+        if not error.retryable or attempts >= self.ctx.settings.max_retries:
             self.ctx.store.fail(claim, error)
             return
         delay = backoff_s(attempts, self.ctx.settings.retry_backoff_s)
@@ -201,7 +221,7 @@ class _StepTracker:
         self.canceled: set[str] = set()
         self._last_report = started  # a job shorter than one interval writes no progress
 
-    def __call__(self, step: int, total: int) -> None:
+    def __call__(self, info: StepInfo) -> None:
         if self.ctx.abort.is_set():
             raise Released
         now = time.monotonic()
@@ -209,16 +229,32 @@ class _StepTracker:
             raise GenerationTimeout(
                 f"The job ran past the {self.ctx.settings.job_timeout_s:g} s job timeout."
             )
-        if now - self._last_report >= PROGRESS_EVERY_S and step < total:
+        due = now - self._last_report >= PROGRESS_EVERY_S and info.step < info.total
+        if due or info.previews:
             self._last_report = now
-            self._report(step, total)
+            self._report(info)
 
-    def _report(self, step: int, total: int) -> None:
-        for claim in self.claims:
-            if self.ctx.store.report_progress(claim, step, total):
+    def _report(self, info: StepInfo) -> None:
+        previews: Sequence[Image | None] = info.previews or [None] * len(self.claims)
+        for claim, preview in zip(self.claims, previews, strict=True):
+            key = self._store_preview(claim.job.id, info.step, preview)
+            if self.ctx.store.report_progress(claim, info.step, info.total, key):
                 self.canceled.add(claim.job.id)
         if len(self.canceled) == len(self.claims):
             raise GenerationCanceled
+
+    def _store_preview(self, job_id: str, step: int, preview: Image | None) -> str | None:
+        if preview is None:
+            return None
+        key = preview_key(job_id, step)
+        self.ctx.storage.put(key, encode_png(preview, {"job_id": job_id, "step": str(step)}))
+        return key
+
+
+def _error_info(exc: Exception) -> ErrorInfo:
+    if isinstance(exc, GenerationError):
+        return ErrorInfo(exc.code, exc.message, exc.retryable)
+    return ErrorInfo("generation_failed", f"Generation failed: {exc}", retryable=True)
 
 
 def _request(job: Job) -> GenerationRequest:

@@ -1,15 +1,19 @@
-"""The /v1 job resource: submit, read, list, cancel."""
+"""The /v1 job resource: submit, read, list, cancel, webhook deliveries, previews."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
 from imagegate.api.deps import LinksDep, OwnerDep, RuntimeDep
 from imagegate.api.schemas import JobCreate, JobOut, JobPage
+from imagegate.errors import ImageNotFound
+from imagegate.jobs.models import Job
 from imagegate.jobs.specs import build_spec
 from imagegate.jobs.states import Status
+from imagegate.runtime import Runtime
+from imagegate.storage.keys import preview_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -18,14 +22,19 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 def submit_job(
     body: JobCreate, runtime: RuntimeDep, owner: OwnerDep, links: LinksDep, response: Response
 ) -> JobOut:
-    job = runtime.store.submit(build_spec(body.to_request(), runtime.settings), owner)
+    spec = build_spec(body.to_request(), runtime.settings)
+    if body.webhook_url is not None:
+        runtime.guard.check(body.webhook_url)
+    job = runtime.store.submit(spec, owner, webhook_url=body.webhook_url)
     response.headers["Location"] = links.job(job.id)
-    return JobOut.of(job, links.image)
+    return job_view(runtime, job, links, response)
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: str, runtime: RuntimeDep, owner: OwnerDep, links: LinksDep) -> JobOut:
-    return JobOut.of(runtime.store.get(job_id, owner), links.image)
+def get_job(
+    job_id: str, runtime: RuntimeDep, owner: OwnerDep, links: LinksDep, response: Response
+) -> JobOut:
+    return job_view(runtime, runtime.store.get(job_id, owner), links, response)
 
 
 @router.get("", response_model=JobPage)
@@ -39,10 +48,51 @@ def list_jobs(
 ) -> JobPage:
     """Newest first. Pass ``next_cursor`` back as ``cursor`` for the next page."""
     page, next_cursor = runtime.store.list_jobs(owner, status=status, limit=limit, cursor=cursor)
-    return JobPage(data=[JobOut.of(job, links.image) for job in page], next_cursor=next_cursor)
+    return JobPage(data=[JobOut.of(job, links) for job in page], next_cursor=next_cursor)
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
 def cancel_job(job_id: str, runtime: RuntimeDep, owner: OwnerDep, links: LinksDep) -> JobOut:
     """Queued: canceled at once. Generating: stops at its next step. Finished: 409."""
-    return JobOut.of(runtime.store.cancel(job_id, owner), links.image)
+    return JobOut.of(runtime.store.cancel(job_id, owner), links)
+
+
+@router.get("/{job_id}/webhooks")
+def list_webhook_deliveries(
+    job_id: str, runtime: RuntimeDep, owner: OwnerDep
+) -> dict[str, list[dict[str, Any]]]:
+    """Each webhook message of the job, with every delivery attempt."""
+    runtime.store.get(job_id, owner)
+    return {"data": runtime.store.webhook_deliveries(job_id)}
+
+
+@router.get(
+    "/{job_id}/previews/{step}",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "A low-resolution preview."}},
+)
+def get_preview(
+    job_id: str,
+    step: int,
+    runtime: RuntimeDep,
+    expires: Annotated[int, Query()],
+    sig: Annotated[str, Query(max_length=128)],
+) -> Response:
+    runtime.signer.verify(f"preview/{job_id}/{step}", expires, sig)
+    try:
+        data = runtime.storage.get(preview_key(job_id, step))
+    except ImageNotFound as exc:
+        raise ImageNotFound("No preview was made at this step.") from exc
+    return Response(
+        data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"}
+    )
+
+
+def job_view(runtime: Runtime, job: Job, links: Any, response: Response) -> JobOut:
+    """The job resource, with its place in the queue and a poll hint while unfinished."""
+    queue = None
+    if job.status is Status.QUEUED:
+        queue = runtime.store.queue_info(job, stale_after_s=2 * runtime.settings.lease_s)
+    if not job.status.is_final:
+        response.headers["Retry-After"] = str(runtime.settings.poll_hint_s)
+    return JobOut.of(job, links, queue)

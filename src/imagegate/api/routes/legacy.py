@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Response
 
 from imagegate.api.deps import LinksDep, OwnerDep, RuntimeDep
 from imagegate.api.schemas import LegacyGenerateIn, LegacyGenerateOut, LegacyStatusOut
@@ -34,8 +34,12 @@ def generate(
 
 
 @router.get("/status/{job_id}", response_model=LegacyStatusOut)
-def status(job_id: str, runtime: RuntimeDep, owner: OwnerDep, links: LinksDep) -> LegacyStatusOut:
+def status(
+    job_id: str, runtime: RuntimeDep, owner: OwnerDep, links: LinksDep, response: Response
+) -> LegacyStatusOut:
     job = runtime.store.get(job_id, owner)
+    if not job.status.is_final:
+        response.headers["Retry-After"] = str(runtime.settings.poll_hint_s)
     done = job.status is Status.COMPLETED and job.images
     return LegacyStatusOut(
         id=job.id,

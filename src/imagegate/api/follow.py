@@ -1,0 +1,64 @@
+"""Following a job's events from the API's event loop: what SSE and WebSockets share.
+
+The stored events come first (from ``after_id``, so a late or reconnecting subscriber
+catches up), then live ones as they are published, until a terminal event. While the
+job waits in the queue, an unstored ``queued`` update (id 0) is added whenever its
+position changes. A timeout with no news yields ``None``, for keep-alives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from imagegate.api.links import Links
+from imagegate.jobs.events import ANY_JOB, EventType, JobEvent
+from imagegate.runtime import Runtime
+
+
+async def follow(
+    runtime: Runtime, job_id: str, after_id: int = 0, idle_s: float | None = None
+) -> AsyncIterator[JobEvent | None]:
+    idle = idle_s or runtime.settings.sse_keepalive_s
+    last_id, last_type, position = after_id, None, None
+    with runtime.hub.waiter(job_id, ANY_JOB) as waiter:
+        while True:
+            for event in await run_in_threadpool(runtime.store.events_since, job_id, last_id):
+                yield event
+                last_id, last_type = event.id, event.type
+                position = event.data.get("queue_position", position)
+                if event.type.is_terminal:
+                    return
+            if last_type in (None, EventType.QUEUED):
+                update = await _queue_update(runtime, job_id, position)
+                if update is not None:
+                    position = update.data["queue_position"]
+                    yield update
+            if not await waiter.wait(idle):
+                yield None
+
+
+async def _queue_update(runtime: Runtime, job_id: str, known: int | None) -> JobEvent | None:
+    job = await run_in_threadpool(runtime.store.get, job_id)
+    if job.status.value != EventType.QUEUED.value:
+        return None
+    stale_after = 2 * runtime.settings.lease_s
+    info = await run_in_threadpool(runtime.store.queue_info, job, stale_after)
+    if info.position == known:
+        return None
+    data = {"queue_position": info.position, "eta_s": info.eta_s}
+    return JobEvent(0, job_id, EventType.QUEUED, data, datetime.now(UTC))
+
+
+def render(event: JobEvent, links: Links) -> dict[str, Any]:
+    """An event's public payload: stored references become signed URLs."""
+    data = dict(event.data)
+    if event.type is EventType.PROGRESS:
+        preview = data.pop("preview", None)
+        data["preview_url"] = links.preview(event.job_id, data["step"]) if preview else None
+    elif event.type is EventType.COMPLETED:
+        data["images"] = [image | {"url": links.image_id(image["id"])} for image in data["images"]]
+    return {"job_id": event.job_id, **data}

@@ -1,0 +1,93 @@
+"""Following one job live: Server-Sent Events, and a WebSocket that can also cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, WebSocket, WebSocketDisconnect
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from starlette.concurrency import run_in_threadpool
+
+from imagegate.api.deps import LinksDep, OwnerDep, RuntimeDep, get_owner
+from imagegate.api.follow import follow, render
+from imagegate.api.links import Links
+from imagegate.errors import ImageGateError
+from imagegate.runtime import Runtime
+
+router = APIRouter(prefix="/v1/jobs", tags=["events"])
+
+
+def existing_job(job_id: str, runtime: RuntimeDep, owner: OwnerDep) -> str:
+    """The job must exist (and be the caller's) before a stream starts: else a real 404."""
+    return runtime.store.get(job_id, owner).id
+
+
+@router.get("/{job_id}/events", response_class=EventSourceResponse)
+async def job_events(
+    job_id: Annotated[str, Depends(existing_job)],
+    runtime: RuntimeDep,
+    links: LinksDep,
+    last_event_id: Annotated[int | None, Header()] = None,
+    after: Annotated[int | None, Query(description="Same as Last-Event-ID.")] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    """The job's events as ``text/event-stream``: ``event:`` is the type, ``data:`` the JSON
+    payload, ``id:`` the event id (resume with ``Last-Event-ID``). Keep-alive comments come
+    while nothing happens; the stream ends after ``completed``, ``failed`` or ``canceled``."""
+    async for event in follow(runtime, job_id, last_event_id or after or 0):
+        if event is None:
+            yield ServerSentEvent(comment="keep-alive")
+            continue
+        event_id = str(event.id) if event.id else None
+        yield ServerSentEvent(event=event.type.value, data=render(event, links), id=event_id)
+
+
+@router.websocket("/{job_id}/ws")
+async def job_socket(websocket: WebSocket, job_id: str) -> None:
+    """Sends ``{"event", "id", "data"}`` messages until the job ends, then closes; a
+    ``{"action": "cancel"}`` message cancels the job."""
+    runtime: Runtime = websocket.app.state.runtime
+    owner = get_owner()
+    await websocket.accept()
+    try:
+        await run_in_threadpool(runtime.store.get, job_id, owner)
+    except ImageGateError as exc:
+        await websocket.send_json({"event": "error", "data": error_payload(exc)})
+        await websocket.close(code=4404)
+        return
+    links = Links(runtime.settings.public_url or str(websocket.base_url), runtime.signer)
+    listener = asyncio.create_task(_listen_for_cancel(websocket, runtime, job_id, owner))
+    try:
+        async for event in follow(runtime, job_id):
+            if event is not None:
+                message = {"event": event.type.value, "id": event.id, "data": render(event, links)}
+                await websocket.send_json(message)
+        await websocket.close()
+    except WebSocketDisconnect:
+        pass  # the job goes on; it can be read later by id
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+
+
+async def _listen_for_cancel(
+    websocket: WebSocket, runtime: Runtime, job_id: str, owner: str
+) -> None:
+    while True:
+        message = await websocket.receive_json()
+        if isinstance(message, dict) and message.get("action") == "cancel":
+            try:
+                await run_in_threadpool(runtime.store.cancel, job_id, owner)
+            except ImageGateError as exc:
+                await websocket.send_json({"event": "error", "data": error_payload(exc)})
+
+
+def error_payload(exc: ImageGateError) -> dict[str, Any]:
+    payload: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    field = getattr(exc, "field", None)
+    if field:
+        payload["field"] = field
+    return payload

@@ -1,0 +1,142 @@
+"""The original WebSocket protocol, kept: ``/ws/generate``.
+
+The client sends ``{"prompt", "style"}``; the server answers ``{"status": "generating",
+"message", "job_id"}``, then ``{"status": "progress", …}`` messages, then ``{"status":
+"completed", "image_url", "metadata": {"seed", "model", "generation_time"}}``. The socket
+stays open for the next prompt. A bad prompt gets ``{"status": "error", "message"}`` and
+the socket stays usable. A client that leaves does not cancel or lose its job. While a
+job runs, ``{"action": "cancel"}`` cancels it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from imagegate.api.deps import get_owner
+from imagegate.api.follow import follow, render
+from imagegate.api.links import Links
+from imagegate.api.schemas import LegacyGenerateIn
+from imagegate.errors import ImageGateError
+from imagegate.jobs.events import EventType, JobEvent
+from imagegate.jobs.specs import JobRequest, build_spec
+from imagegate.runtime import Runtime
+
+router = APIRouter(tags=["original API"])
+
+
+@router.websocket("/ws/generate")
+async def generate_socket(websocket: WebSocket) -> None:
+    runtime: Runtime = websocket.app.state.runtime
+    await websocket.accept()
+    inbox: asyncio.Queue[Any] = asyncio.Queue()
+    reader = asyncio.create_task(_read(websocket, inbox))
+    session = _Session(websocket, runtime, inbox)
+    try:
+        while (message := await inbox.get()) is not None:
+            await session.handle(message)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
+async def _read(websocket: WebSocket, inbox: asyncio.Queue[Any]) -> None:
+    """Reads every client message into the inbox; ``None`` marks the end of the socket."""
+    try:
+        while True:
+            await inbox.put(await websocket.receive_json())
+    except (WebSocketDisconnect, ValueError, RuntimeError):
+        await inbox.put(None)
+
+
+class _Session:
+    def __init__(self, websocket: WebSocket, runtime: Runtime, inbox: asyncio.Queue[Any]):
+        self.websocket, self.runtime, self.inbox = websocket, runtime, inbox
+        self.owner = get_owner()
+        base = runtime.settings.public_url or str(websocket.base_url).replace("ws", "http", 1)
+        self.links = Links(base, runtime.signer)
+        self.pending: list[Any] = []  # prompts that arrived while a job ran
+
+    async def handle(self, message: Any) -> None:
+        if isinstance(message, dict) and message.get("action") == "cancel":
+            await self.send({"status": "error", "message": "No job is running to cancel."})
+            return
+        try:
+            request = LegacyGenerateIn.model_validate(message)
+            spec = build_spec(
+                JobRequest(prompt=request.prompt, style=request.style), self.runtime.settings
+            )
+        except (ValidationError, ImageGateError) as exc:
+            await self.send({"status": "error", "message": _reason(exc)})
+            return
+        job = await run_in_threadpool(self.runtime.store.submit, spec, self.owner)
+        message = "Your image is being generated."
+        await self.send({"status": "generating", "message": message, "job_id": job.id})
+        await self._stream(job.id)
+
+    async def _stream(self, job_id: str) -> None:
+        async for event in follow(self.runtime, job_id, idle_s=0.5):
+            await self._take_cancel(job_id)
+            if event is not None and (message := self._translate(event)) is not None:
+                await self.send(message)
+
+    async def _take_cancel(self, job_id: str) -> None:
+        """Handle a cancel sent mid-job; keep any other message for after this job."""
+        while not self.inbox.empty():
+            message = self.inbox.get_nowait()
+            if isinstance(message, dict) and message.get("action") == "cancel":
+                with contextlib.suppress(ImageGateError):
+                    await run_in_threadpool(self.runtime.store.cancel, job_id, self.owner)
+            elif message is None:
+                raise WebSocketDisconnect
+            else:
+                self.pending.append(message)
+        for message in self.pending:
+            self.inbox.put_nowait(message)
+        self.pending.clear()
+
+    def _translate(self, event: JobEvent) -> dict[str, Any] | None:
+        data = render(event, self.links)
+        if event.type is EventType.PROGRESS:
+            return {"status": "progress", "progress": round(data["step"] / data["total"], 3)} | data
+        if event.type is EventType.COMPLETED:
+            meta = data["metadata"]
+            return {
+                "status": "completed",
+                "job_id": event.job_id,
+                "image_url": data["images"][0]["url"],
+                "image_urls": [image["url"] for image in data["images"]],
+                "metadata": {
+                    "seed": meta["seed"],
+                    "model": meta["model"],
+                    "generation_time": meta["generation_time_ms"] / 1000,
+                },
+            }
+        if event.type is EventType.FAILED:
+            return {"status": "error", "message": data["message"]} | data
+        if event.type is EventType.CANCELED:
+            return {
+                "status": "canceled",
+                "message": "The job was canceled.",
+                "job_id": event.job_id,
+            }
+        return None  # queued and started: the opening "generating" message covers them
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.websocket.send_json(message)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "message"
+        return f"{field}: {first['msg']}"
+    return exc.message if isinstance(exc, ImageGateError) else str(exc)

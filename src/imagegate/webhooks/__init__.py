@@ -1,0 +1,1 @@
+"""Webhooks: a durable outbox, Standard Webhooks signatures, an SSRF guard and a sender."""

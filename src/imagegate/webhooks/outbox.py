@@ -1,0 +1,181 @@
+"""The webhook outbox: SQL for messages waiting to be delivered, and their attempts.
+
+A message is added in the same transaction that ends its job (so it is never lost nor
+sent for a change that rolled back), claimed by a sender under a lease like a job, and
+retried on a schedule until it is delivered or the schedule runs out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, insert, literal, select, update
+
+from imagegate.jobs.rows import utc
+from imagegate.jobs.tables import jobs, webhook_attempts, webhook_deliveries
+
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: str
+    job_id: str
+    event_type: str
+    url: str
+    payload: dict[str, Any] | None
+    attempts: int
+    lease_token: str
+
+
+def enqueue(conn: Connection, job_id: str, event_type: str, now: datetime) -> None:
+    """Queue a message for the job's webhook, if it has one (one INSERT … SELECT)."""
+    message = select(
+        literal(f"msg_{uuid.uuid4().hex}"),
+        jobs.c.id,
+        literal(event_type),
+        jobs.c.webhook_url,
+        literal(PENDING),
+        literal(0),
+        literal(now, webhook_deliveries.c.next_attempt_at.type),
+        literal(now, webhook_deliveries.c.created_at.type),
+    ).where(jobs.c.id == job_id, jobs.c.webhook_url.is_not(None))
+    columns = [
+        "id",
+        "job_id",
+        "event_type",
+        "url",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "created_at",
+    ]
+    conn.execute(insert(webhook_deliveries).from_select(columns, message))
+
+
+def claim_due(conn: Connection, now: datetime, lease_s: float, limit: int) -> list[Delivery]:
+    token = str(uuid.uuid4())
+    due = (
+        select(webhook_deliveries.c.id)
+        .where(webhook_deliveries.c.status == PENDING, webhook_deliveries.c.next_attempt_at <= now)
+        .order_by(webhook_deliveries.c.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("due")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
+    rows = conn.execute(
+        update(webhook_deliveries)
+        .where(webhook_deliveries.c.id == due.c.id)
+        .values(
+            lease_token=token,
+            # While leased, the message is not due: a dead sender's message comes back later.
+            next_attempt_at=now + timedelta(seconds=lease_s),
+        )
+        .returning(*webhook_deliveries.c)
+    ).mappings()
+    return [
+        Delivery(
+            r["id"], r["job_id"], r["event_type"], r["url"], r["payload"], r["attempts"], token
+        )
+        for r in rows
+    ]
+
+
+def record_attempt(
+    conn: Connection,
+    delivery: Delivery,
+    payload: dict[str, Any],
+    outcome: Attempt,
+    next_attempt_at: datetime | None,
+) -> None:
+    """Log the attempt; the message is delivered, failed for good, or due again later."""
+    number = delivery.attempts + 1
+    conn.execute(
+        insert(webhook_attempts).values(
+            delivery_id=delivery.id,
+            attempt=number,
+            at=outcome.at,
+            status_code=outcome.status_code,
+            error=outcome.error,
+            duration_ms=outcome.duration_ms,
+        )
+    )
+    if outcome.ok:
+        status, finished = DELIVERED, outcome.at
+    elif next_attempt_at is None:
+        status, finished = FAILED, outcome.at
+    else:
+        status, finished = PENDING, None
+    conn.execute(
+        update(webhook_deliveries)
+        .where(
+            webhook_deliveries.c.id == delivery.id,
+            webhook_deliveries.c.lease_token == delivery.lease_token,
+        )
+        .values(
+            attempts=number,
+            payload=payload,
+            status=status,
+            finished_at=finished,
+            next_attempt_at=next_attempt_at or outcome.at,
+            lease_token=None,
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    at: datetime
+    duration_ms: int
+    status_code: int | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def deliveries_of(conn: Connection, job_id: str) -> list[dict[str, Any]]:
+    """A job's messages, each with its attempts, oldest first."""
+    messages = conn.execute(
+        select(webhook_deliveries)
+        .where(webhook_deliveries.c.job_id == job_id)
+        .order_by(webhook_deliveries.c.created_at)
+    ).mappings()
+    result = []
+    for message in messages:
+        attempts = conn.execute(
+            select(webhook_attempts)
+            .where(webhook_attempts.c.delivery_id == message["id"])
+            .order_by(webhook_attempts.c.attempt)
+        ).mappings()
+        result.append(_describe(message, [dict(a) for a in attempts]))
+    return result
+
+
+def _describe(message: Any, attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": message["id"],
+        "event_type": message["event_type"],
+        "url": message["url"],
+        "status": message["status"],
+        "attempts": [
+            {
+                "attempt": a["attempt"],
+                "at": utc(a["at"]),
+                "status_code": a["status_code"],
+                "error": a["error"],
+                "duration_ms": a["duration_ms"],
+            }
+            for a in attempts
+        ],
+        "next_attempt_at": utc(message["next_attempt_at"])
+        if message["status"] == PENDING
+        else None,
+        "created_at": utc(message["created_at"]),
+        "finished_at": utc(message["finished_at"]),
+    }

@@ -1,0 +1,134 @@
+"""Delivers the outbox: signed POSTs to vetted addresses, retried on a schedule with jitter.
+
+Runs as one background thread next to the workers. Redirects are never followed; any
+answer but a 2xx, and any timeout or connection error, is a failed attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import structlog
+from sqlalchemy import Engine
+
+from imagegate.errors import InvalidField
+from imagegate.webhooks import outbox, signing
+from imagegate.webhooks.guard import Target, WebhookGuard
+
+log = structlog.get_logger(__name__)
+LEASE_S = 60.0
+BATCH = 10
+
+Render = Callable[[str], dict[str, Any]]  # job id -> the job resource, with image links
+
+
+class WebhookSender:
+    def __init__(
+        self,
+        engine: Engine,
+        guard: WebhookGuard,
+        secrets: list[str],
+        schedule_s: Sequence[float],
+        timeout_s: float,
+        render: Render,
+        poll_s: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.engine, self.guard, self.secrets = engine, guard, secrets
+        self.schedule_s, self.render, self.poll_s = list(schedule_s), render, poll_s
+        self._http = httpx.Client(
+            follow_redirects=False,
+            timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
+            transport=transport,
+        )
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="webhook-sender", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=15)
+        self._http.close()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                sent = self.run_once()
+            except Exception:
+                log.exception("webhooks.loop_failed")
+                sent = 0
+            if not sent:
+                self._stopping.wait(self.poll_s)
+
+    def run_once(self) -> int:
+        """Claim due messages and try each once; returns how many were tried."""
+        with self.engine.begin() as conn:
+            due = outbox.claim_due(conn, _now(), LEASE_S, BATCH)
+        for delivery in due:
+            self._deliver(delivery)
+        return len(due)
+
+    def _deliver(self, delivery: outbox.Delivery) -> None:
+        payload = delivery.payload or {
+            "type": delivery.event_type,
+            "timestamp": _now().isoformat(),
+            "data": self.render(delivery.job_id),
+        }
+        body = json.dumps(payload, separators=(",", ":"), default=str).encode()
+        outcome = self._attempt(delivery, body)
+        next_at = self._next_attempt(delivery.attempts, outcome)
+        with self.engine.begin() as conn:
+            outbox.record_attempt(conn, delivery, payload, outcome, next_at)
+        log.info(
+            "webhook.attempt",
+            message=delivery.id,
+            status=outcome.status_code,
+            ok=outcome.ok,
+            error=outcome.error,
+        )
+
+    def _attempt(self, delivery: outbox.Delivery, body: bytes) -> outbox.Attempt:
+        started, at = time.monotonic(), _now()
+        try:
+            target = self.guard.check(delivery.url)
+            response = self._post(target, delivery.id, body)
+        except InvalidField as exc:
+            return outbox.Attempt(at, _ms(started), error=exc.message)
+        except httpx.HTTPError as exc:
+            return outbox.Attempt(at, _ms(started), error=f"{type(exc).__name__}: {exc}")
+        return outbox.Attempt(at, _ms(started), status_code=response.status_code)
+
+    def _post(self, target: Target, message_id: str, body: bytes) -> httpx.Response:
+        """POST to the vetted address itself, naming the host in Host (and SNI for https)."""
+        parts = urlsplit(target.url)
+        ip = f"[{target.address}]" if ":" in target.address else target.address
+        pinned = parts._replace(netloc=f"{ip}:{target.port}").geturl()
+        headers = signing.headers(self.secrets, message_id, int(time.time()), body)
+        headers["host"] = parts.netloc.rpartition("@")[2]
+        extensions = {"sni_hostname": target.host} if parts.scheme == "https" else {}
+        return self._http.post(pinned, content=body, headers=headers, extensions=extensions)
+
+    def _next_attempt(self, attempts: int, outcome: outbox.Attempt) -> datetime | None:
+        if outcome.ok or attempts >= len(self.schedule_s):
+            return None
+        delay = self.schedule_s[attempts] * random.uniform(0.8, 1.2)
+        return outcome.at + timedelta(seconds=delay)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ms(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
