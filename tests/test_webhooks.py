@@ -212,10 +212,10 @@ def hooked_api(
 def test_a_webhook_is_retried_until_delivered_and_verifies(
     hooked_api: httpx.Client, receiver_factory: Callable[[list[int]], Receiver]
 ) -> None:
-    receiver = receiver_factory([500, 302, 200])
+    receiver = receiver_factory([500, 500, 302, 200])
     job = hooked_api.post("/v1/jobs", json={"prompt": "hooked", "webhook_url": receiver.url}).json()
     wait_for_job(hooked_api, job["id"])
-    eventually(lambda: len(receiver.requests) >= 3, timeout_s=20)
+    eventually(lambda: len(receiver.requests) >= 4, timeout_s=20)
     ids = {headers["webhook-id"] for headers, _ in receiver.requests}
     bodies = {body for _, body in receiver.requests}
     assert len(ids) == 1 and len(bodies) == 1  # one message, sent again unchanged
@@ -230,8 +230,8 @@ def test_a_webhook_is_retried_until_delivered_and_verifies(
         return message if message["status"] == "delivered" else None
 
     message = eventually(delivered)
-    assert [a["status_code"] for a in message["attempts"]] == [500, 302, 200]
-    assert len(receiver.requests) == 3  # a redirect is a failed attempt, never followed
+    assert [a["status_code"] for a in message["attempts"]] == [500, 500, 302, 200]
+    assert len(receiver.requests) == 4  # a redirect is a failed attempt, never followed
 
 
 def test_a_webhook_that_keeps_failing_gives_up_after_the_schedule(

@@ -52,7 +52,12 @@ def worker(
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    runtime.start_workers(concurrency)
+    try:
+        runtime.start_workers(concurrency)
+    except ImageGateError as exc:  # e.g. the model is not available: say so plainly
+        console.print(f"[red]error:[/red] {exc.message}")
+        runtime.close()
+        raise typer.Exit(1) from exc
     console.print(f"imagegate worker: {concurrency} worker(s) running; SIGTERM drains.")
     stop.wait()
     console.print("draining...")
@@ -106,6 +111,12 @@ def _follow(client: Any, job: dict[str, Any]) -> dict[str, Any]:
 
         result: dict[str, Any] = client.wait(job["id"], on_update=show)
         return result
+
+
+@app.command("webhook-secret")
+def webhook_secret() -> None:
+    """Print the whsec_ secret that webhook receivers verify signatures with."""
+    typer.echo(_settings(log_level="warning").webhook_secrets[0])
 
 
 @db_app.command("upgrade")
