@@ -69,6 +69,8 @@ def make_settings(tmp_path: Path, database_url: str) -> SettingsFactory:
             "database_url": database_url,
             "poll_interval_s": 0.2,
             "log_level": "warning",
+            # Term lists only: the semantic model has tests of its own (test_safety*.py).
+            "safety_semantic": False,
         }
         return load_settings(**(values | overrides))
 

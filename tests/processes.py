@@ -16,6 +16,8 @@ import httpx
 from tests.helpers import eventually
 
 IMAGEGATE = str(Path(sys.executable).parent / "imagegate")
+# Processes start without the semantic safety model (seconds to load): its own tests load it.
+QUICK = {"IMAGEGATE_SAFETY_SEMANTIC": "false"}
 
 
 def free_port() -> int:
@@ -30,7 +32,10 @@ class Process:
         self.log = log
         self._handle = log.open("ab")
         self.popen = subprocess.Popen(
-            [IMAGEGATE, *args], env=os.environ | env, stdout=self._handle, stderr=self._handle
+            [IMAGEGATE, *args],
+            env=os.environ | QUICK | env,
+            stdout=self._handle,
+            stderr=self._handle,
         )
 
     def signal(self, signum: int) -> None:

@@ -106,9 +106,9 @@ def test_styles_are_listed(api: httpx.Client) -> None:
 
 def test_probes(api: httpx.Client) -> None:
     assert api.get("/health").json() == {"status": "ok"}
-    ready = api.get("/ready")
-    assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": "ok", "storage": "ok", "backend": "ok"}
+    ready = eventually(lambda: (r := api.get("/ready")).status_code == 200 and r)
+    checks = {"database": "ok", "storage": "ok", "backend": "ok", "safety": "ok"}
+    assert ready.json()["checks"] == checks
 
 
 def test_openapi_docs_are_served(api: httpx.Client) -> None:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from tests.processes import IMAGEGATE, serve
+from tests.processes import IMAGEGATE, QUICK, serve
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [IMAGEGATE, *args],
-        env=os.environ | env,
+        env=os.environ | QUICK | env,
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -19,4 +19,10 @@ def test_a_queued_job_cannot_complete_without_running() -> None:
 
 
 def test_a_generating_job_may_return_to_the_queue_for_a_retry() -> None:
-    assert sources_of(Status.QUEUED) == {Status.GENERATING}
+    assert Status.GENERATING in sources_of(Status.QUEUED)
+
+
+def test_a_held_job_is_approved_into_the_queue_or_rejected() -> None:
+    assert sources_of(Status.QUEUED) == {Status.GENERATING, Status.PENDING_REVIEW}
+    assert Status.PENDING_REVIEW.can_become(Status.FAILED)
+    assert not Status.PENDING_REVIEW.can_become(Status.GENERATING)

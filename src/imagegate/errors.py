@@ -12,6 +12,8 @@ RFC 9457 problem+json in one place (:mod:`imagegate.api.problems`)::
     ├── NotFound (404)
     │   ├── JobNotFound
     │   └── ImageNotFound
+    ├── PromptRefused (400)               the safety pipeline blocked the prompt
+    ├── Unauthorized (401)                the admin token is missing or wrong
     ├── Forbidden (403)
     │   └── BadSignature                  tampered or expired signed URL
     ├── Conflict (409)
@@ -96,6 +98,20 @@ class ImageNotFound(NotFound):
     """No image has this id."""
 
     code = "image_not_found"
+
+
+class PromptRefused(ImageGateError):
+    """The prompt was refused by the content policy."""
+
+    code = "content_policy_violation"
+    status = 400
+
+
+class Unauthorized(ImageGateError):
+    """This needs the admin token (Authorization: Bearer …)."""
+
+    code = "unauthorized"
+    status = 401
 
 
 class Forbidden(ImageGateError):

@@ -15,6 +15,7 @@ import structlog
 from imagegate.api.links import Links
 from imagegate.generators import Generator, load_generator
 from imagegate.generators.families import with_family_defaults
+from imagegate.intake import IntakeDesk
 from imagegate.jobs.database import create_db_engine, upgrade
 from imagegate.jobs.events import CHANNEL, EventHub
 from imagegate.jobs.store import JobStore
@@ -24,6 +25,7 @@ from imagegate.storage import Storage, open_storage
 from imagegate.storage.signing import UrlSigner
 from imagegate.webhooks.guard import WebhookGuard
 from imagegate.webhooks.sender import WebhookSender
+from imagegate.worker.output_gate import ImageCheck, OutputGate
 from imagegate.worker.pool import WorkerPool
 
 log = structlog.get_logger(__name__)
@@ -44,6 +46,7 @@ class Runtime:
         )
         self.storage: Storage = open_storage(settings)
         self.signer = UrlSigner(settings.signing_key, settings.signed_url_ttl_s)
+        self.intake = IntakeDesk(settings, self.store)
         self.hub = EventHub()
         self.store.publishers.append(self.hub.publish)
         self.guard = WebhookGuard(settings.webhook_allow_private, settings.webhook_allow_networks)
@@ -51,6 +54,7 @@ class Runtime:
         self.generator: Generator | None = None
         self.pool: WorkerPool | None = None
         self.workers_wanted = 0
+        self.safety_state = "ok" if not settings.safety_enabled else "loading"
         self.load_error: str | None = None
 
     def start_workers(self, count: int, *, background: bool = False) -> None:
@@ -84,8 +88,33 @@ class Runtime:
             self.settings.webhook_timeout_s,
             render=self.render_job,
         )
-        self.pool = WorkerPool(self.settings, self.store, self.storage, generator, count, sender)
+        gate = OutputGate(self._output_check(), self.storage)
+        self.pool = WorkerPool(
+            self.settings, self.store, self.storage, generator, count, sender, gate
+        )
         self.pool.start()
+
+    def _output_check(self) -> ImageCheck | None:
+        """NudeNet, loaded now, so a worker never serves an image it could not check."""
+        if not self.settings.output_moderation:
+            return None
+        from imagegate.safety.output import OutputModerator, shared_detector
+
+        shared_detector()
+        return OutputModerator(thresholds=self.settings.nudenet_thresholds).check
+
+    def start_safety(self) -> None:
+        """Load the prompt-safety models in the background; ``/ready`` waits for them."""
+        threading.Thread(target=self._warm_safety, name="safety-warm-up", daemon=True).start()
+
+    def _warm_safety(self) -> None:
+        try:
+            self.intake.warm_up()
+        except Exception as exc:
+            self.safety_state = f"{type(exc).__name__}: {exc}"
+            log.error("safety.load_failed", error=self.safety_state)
+            return
+        self.safety_state = "ok"
 
     def start_events(self, loop: asyncio.AbstractEventLoop) -> None:
         """Let asyncio subscribers on ``loop`` hear of job events, from any process."""

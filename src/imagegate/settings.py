@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     diffusers_taesd: str | None = None  # an AutoencoderTiny (dir or hub id) for previews
     diffusers_cpu_threads: int | None = Field(default=None, ge=1)  # default: cores - 1
     # safety: the prompt pipeline, templates and output moderation (imagegate/safety/)
+    safety_enabled: bool = True  # check every prompt before a job is recorded
+    safety_review_warn: bool = False  # hold prompts with warn terms for a reviewer too
+    output_moderation: bool = True  # NudeNet on every image before it can be fetched
+    admin_token: SecretStr | None = None  # Bearer token of the /v1/admin routes
     safety_semantic: bool = True  # the embedding stage (needs the safety extra)
     safety_terms_file: Path | None = None  # replaces the bundled safety/data/terms.yaml
     templates_file: Path | None = None  # more prompt templates, added to the built-in ones

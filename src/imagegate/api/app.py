@@ -12,7 +12,17 @@ from starlette.concurrency import run_in_threadpool
 import imagegate
 from imagegate.api import problems
 from imagegate.api.limits import BodySizeLimit
-from imagegate.api.routes import images, jobs, legacy, meta, openai_compat, stream, ws_legacy
+from imagegate.api.routes import (
+    admin,
+    images,
+    jobs,
+    legacy,
+    meta,
+    openai_compat,
+    safety,
+    stream,
+    ws_legacy,
+)
 from imagegate.runtime import Runtime
 from imagegate.settings import Settings, load_settings
 
@@ -26,6 +36,7 @@ def create_app(settings: Settings | None = None, workers: int | None = None) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await run_in_threadpool(Runtime, settings)
         runtime.start_events(asyncio.get_running_loop())
+        runtime.start_safety()
         runtime.start_workers(count, background=True)
         app.state.runtime = runtime
         try:
@@ -40,7 +51,7 @@ def create_app(settings: Settings | None = None, workers: int | None = None) -> 
         lifespan=lifespan,
     )
     routers = (legacy.router, ws_legacy.router, jobs.router, stream.router, images.router)
-    for router in (*routers, meta.router, openai_compat.router):
+    for router in (*routers, meta.router, openai_compat.router, safety.router, admin.router):
         app.include_router(router)
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagegate.api.links import Links
+from imagegate.errors import InvalidField
 from imagegate.jobs.models import Job, QueueInfo
 from imagegate.jobs.specs import JobRequest
 from imagegate.jobs.states import Status
@@ -18,7 +20,9 @@ class _Strict(BaseModel):
 
 
 class JobCreate(_Strict):
-    prompt: str = Field(description="What to draw, up to 2,000 characters.")
+    prompt: str = Field(default="", description="What to draw, up to 2,000 characters.")
+    template: str | None = Field(default=None, description="A template from GET /v1/templates.")
+    inputs: dict[str, Any] | None = Field(default=None, description="The template's inputs.")
     style: str | None = Field(default=None, description="A style name from GET /v1/styles.")
     negative_prompt: str | None = None
     width: int | None = Field(default=None, description="Pixels, a multiple of 8.")
@@ -35,7 +39,9 @@ class JobCreate(_Strict):
     )
 
     def to_request(self) -> JobRequest:
-        return JobRequest(**self.model_dump(exclude={"webhook_url"}))
+        if "prompt" not in self.model_fields_set and self.template is None:
+            raise InvalidField("prompt", "missing_field", "Give a prompt, or a template.")
+        return JobRequest(**self.model_dump(exclude={"webhook_url", "template", "inputs"}))
 
 
 class ErrorOut(BaseModel):
@@ -86,6 +92,9 @@ class JobOut(BaseModel):
     queue_position: int | None = Field(description="Queued jobs ahead of this one.")
     eta_s: float | None = Field(description="Likely seconds until done, while queued.")
     webhook_url: str | None
+    moderation: dict[str, Any] | None = Field(description="Every safety check's outcome.")
+    warnings: list[str] = Field(default_factory=list, description="Safety warnings, on submit.")
+    review: dict[str, Any] | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -119,6 +128,8 @@ class JobOut(BaseModel):
             queue_position=queue.position if queue else None,
             eta_s=queue.eta_s if queue else None,
             webhook_url=job.webhook_url,
+            moderation=job.moderation,
+            review=asdict(job.review) if job.review else None,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,

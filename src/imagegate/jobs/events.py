@@ -28,6 +28,7 @@ ANY_JOB = "*"
 
 
 class EventType(StrEnum):
+    PENDING_REVIEW = "pending_review"
     QUEUED = "queued"
     STARTED = "started"
     PROGRESS = "progress"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from imagegate.jobs.states import Status
 
@@ -75,6 +76,15 @@ class Job:
     cancel_requested: bool = False
     images: tuple[ImageRecord, ...] = field(default=())
     webhook_url: str | None = None
+    moderation: dict[str, Any] | None = None
+    review: Review | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    decision: str  # approved or rejected
+    by: str
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)

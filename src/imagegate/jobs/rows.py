@@ -16,6 +16,7 @@ from imagegate.jobs.models import (
     Job,
     JobSpec,
     Progress,
+    Review,
 )
 from imagegate.jobs.states import Status
 
@@ -61,6 +62,8 @@ def job_from_row(row: Mapping[Any, Any], images: Iterable[ImageRecord] = ()) -> 
         cancel_requested=bool(row["cancel_requested"]),
         images=tuple(images),
         webhook_url=row["webhook_url"],
+        moderation=row["moderation"],
+        review=_review(row),
     )
 
 
@@ -97,6 +100,12 @@ def _meta(row: Mapping[Any, Any]) -> GenerationMeta | None:
         generation_time_ms=row["generation_time_ms"] or 0,
         batch_size=row["batch_size"] or 1,
     )
+
+
+def _review(row: Mapping[Any, Any]) -> Review | None:
+    if row["review_decision"] is None:
+        return None
+    return Review(row["review_decision"], row["reviewed_by"], _required(row["reviewed_at"]))
 
 
 def _progress(row: Mapping[Any, Any]) -> Progress | None:

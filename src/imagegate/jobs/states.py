@@ -1,7 +1,9 @@
 """The job state machine, defined once.
 
 ``queued → generating → completed | failed | canceled``; a generating job whose worker
-died or hit a transient error goes back to ``queued`` for another attempt. The store
+died or hit a transient error goes back to ``queued`` for another attempt. A job that the
+safety rules hold starts in ``pending_review`` instead, and a reviewer queues it
+(approve) or fails it (reject). The store
 enforces these transitions in one guarded UPDATE each (see :mod:`imagegate.jobs.store`).
 """
 
@@ -11,6 +13,7 @@ from enum import StrEnum
 
 
 class Status(StrEnum):
+    PENDING_REVIEW = "pending_review"
     QUEUED = "queued"
     GENERATING = "generating"
     COMPLETED = "completed"
@@ -28,6 +31,7 @@ class Status(StrEnum):
 FINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELED})
 
 TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.PENDING_REVIEW: frozenset({Status.QUEUED, Status.FAILED, Status.CANCELED}),
     Status.QUEUED: frozenset({Status.GENERATING, Status.CANCELED}),
     Status.GENERATING: frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELED, Status.QUEUED}),
     Status.COMPLETED: frozenset(),

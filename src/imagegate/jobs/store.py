@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +19,8 @@ from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text
 from sqlalchemy.sql.elements import ColumnElement
 
 from imagegate.errors import IllegalTransition, JobNotFound
-from imagegate.jobs import events, queue
+from imagegate.jobs import audit, events, queue
+from imagegate.jobs.audit import AuditEntry
 from imagegate.jobs.database import WRITE
 from imagegate.jobs.events import EventType
 from imagegate.jobs.models import (
@@ -43,6 +45,7 @@ Clock = Callable[[], datetime]
 CANCELED = ErrorInfo("canceled", "The job was canceled.")
 NEWS = "imagegate_news"  # Connection.info key: jobs with new events in this transaction
 EVENT_OF = {
+    Status.PENDING_REVIEW: EventType.PENDING_REVIEW,
     Status.QUEUED: EventType.QUEUED,
     Status.GENERATING: EventType.STARTED,
     Status.COMPLETED: EventType.COMPLETED,
@@ -51,6 +54,7 @@ EVENT_OF = {
 }
 # How often a claiming store looks for jobs whose lease expired (a dead worker's).
 RECOVERY_INTERVAL = timedelta(seconds=1)
+REJECTED = ErrorInfo("rejected_by_review", "A reviewer rejected this job's prompt.")
 OVERDUE = ErrorInfo("timeout", "The job ran far past the job timeout and was stopped.", True)
 WORKER_LOST = ErrorInfo("worker_lost", "The worker running this job stopped answering.", True)
 
@@ -146,6 +150,51 @@ class JobStore:
         with self._write() as conn:
             queue.retire(conn)
 
+    def review(self, job_id: str, approve: bool, reviewer: str, entry: AuditEntry) -> Job:
+        """A reviewer's decision on a held job: approved into the queue, or rejected."""
+        now = self._now()
+        decided = {"reviewed_by": reviewer, "reviewed_at": now}
+        if approve:
+            target, event = Status.QUEUED, {"queue_position": None}
+            values: dict[str, Any] = {"review_decision": "approved"}
+        else:
+            target, event = Status.FAILED, _error_event(REJECTED)
+            values = {"review_decision": "rejected", "finished_at": now, **_err(REJECTED)}
+        with self._write() as conn:
+            if not self._transition(
+                conn, job_id, target, from_=Status.PENDING_REVIEW, event=event,
+                **decided, **values,
+            ):  # fmt: skip
+                self._refuse(conn, job_id, None, "The job is not waiting for review.")
+            audit.record(conn, entry, now, job_id)
+            self._notify_workers(conn)
+            decided_job = self._with_images(conn, [_row_of(conn, job_id)])[0]
+        self.wakeup.notify()
+        return decided_job  # as decided: a worker may claim it the moment this commits
+
+    def pending_review(self, limit: int = 50) -> list[Job]:
+        """The review queue, oldest first."""
+        query = (
+            select(jobs)
+            .where(jobs.c.status == Status.PENDING_REVIEW.value)
+            .order_by(jobs.c.created_at, jobs.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return self._with_images(conn, conn.execute(query).mappings().all())
+
+    def record_audit(self, entry: AuditEntry) -> None:
+        with self._write() as conn:
+            audit.record(conn, entry, self._now())
+
+    def audit_entries(self, **filters: Any) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return audit.entries(conn, **filters)
+
+    def audit_counts(self) -> dict[str, dict[str, int]]:
+        with self.engine.connect() as conn:
+            return audit.counts(conn)
+
     def webhook_deliveries(self, job_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             return outbox.deliveries_of(conn, job_id)
@@ -156,13 +205,24 @@ class JobStore:
 
     # -- the client's changes --------------------------------------------------------------
 
-    def submit(self, spec: JobSpec, owner: str, webhook_url: str | None = None) -> Job:
-        now = self._now()
+    def submit(
+        self,
+        spec: JobSpec,
+        owner: str,
+        webhook_url: str | None = None,
+        intake: Intake | None = None,
+    ) -> Job:
+        """Record a job: queued, or held for review when the intake says so (with its
+        moderation outcome, and its audit entry, in the same transaction)."""
+        now, intake = self._now(), intake or Intake()
+        status = Status.PENDING_REVIEW if intake.held else Status.QUEUED
         values = _spec_values(spec) | {
             "webhook_url": webhook_url,
+            "moderation": intake.moderation,
+            "client_ip": intake.client_ip,
             "id": str(uuid.uuid4()),
             "owner": owner,
-            "status": Status.QUEUED.value,
+            "status": status.value,
             "attempts": 0,
             "created_at": now,
             "run_after": now,
@@ -171,21 +231,28 @@ class JobStore:
         with self._write() as conn:
             row = conn.execute(insert(jobs).values(values).returning(*jobs.c)).mappings().one()
             job = job_from_row(row)
+            if intake.audit is not None:
+                audit.record(conn, intake.audit, now, job.id)
+            if intake.held:
+                self._emit(conn, job.id, EventType.PENDING_REVIEW, _held_event(intake))
+                return job
             self._emit(conn, job.id, EventType.QUEUED, {"queue_position": ahead_of(conn, job)})
             self._notify_workers(conn)
         self.wakeup.notify()
         return job
 
     def cancel(self, job_id: str, owner: str | None = None) -> Job:
-        """Queued: canceled now. Generating: flagged, and the worker stops at its next step."""
+        """Queued or held: canceled now. Generating: flagged; the worker stops at its next
+        step."""
         mine = [jobs.c.owner == owner] if owner is not None else []
+        waiting = jobs.c.status.in_([Status.QUEUED.value, Status.PENDING_REVIEW.value])
         with self._write() as conn:
             done = self._transition(
                 conn,
                 job_id,
                 Status.CANCELED,
                 *mine,
-                from_=Status.QUEUED,
+                waiting,
                 event={},
                 finished_at=self._now(),
                 **_err(CANCELED),
@@ -281,9 +348,16 @@ class JobStore:
                 self._emit(conn, claim.job.id, EventType.PROGRESS, data)
         return row is None or bool(row.cancel_requested)
 
-    def complete(self, claim: Claim, stored: Sequence[ImageRecord], meta: GenerationMeta) -> bool:
+    def complete(
+        self,
+        claim: Claim,
+        stored: Sequence[ImageRecord],
+        meta: GenerationMeta,
+        moderation: dict[str, Any] | None = None,
+    ) -> bool:
         """Record the result and end the lease in one transaction. False: the lease was lost."""
         now = self._now()
+        checked: dict[str, Any] = {"moderation": moderation} if moderation else {}
         with self._write() as conn:
             done = self._transition(
                 conn,
@@ -297,14 +371,17 @@ class JobStore:
                 progress_step=claim.job.spec.steps,
                 progress_total=claim.job.spec.steps,
                 event=_completed_event(stored, meta),
+                **checked,
                 **_err(None),
             )
             if done and stored:
                 conn.execute(insert(images), [_image_values(image, now) for image in stored])
         return done
 
-    def fail(self, claim: Claim, error: ErrorInfo) -> bool:
-        return self._finish(claim, Status.FAILED, error)
+    def fail(
+        self, claim: Claim, error: ErrorInfo, moderation: dict[str, Any] | None = None
+    ) -> bool:
+        return self._finish(claim, Status.FAILED, error, moderation)
 
     def finish_canceled(self, claim: Claim) -> bool:
         return self._finish(claim, Status.CANCELED, CANCELED)
@@ -319,7 +396,14 @@ class JobStore:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _finish(self, claim: Claim, target: Status, error: ErrorInfo) -> bool:
+    def _finish(
+        self,
+        claim: Claim,
+        target: Status,
+        error: ErrorInfo,
+        moderation: dict[str, Any] | None = None,
+    ) -> bool:
+        checked: dict[str, Any] = {"moderation": moderation} if moderation else {}
         with self._write() as conn:
             return self._transition(
                 conn,
@@ -328,6 +412,7 @@ class JobStore:
                 *_held(claim),
                 event=_error_event(error) if target is Status.FAILED else {},
                 finished_at=self._now(),
+                **checked,
                 **_err(error),
             )
 
@@ -520,6 +605,28 @@ def _exhausted(attempts: int) -> ErrorInfo:
         f"The job's worker was lost on each of its {attempts} attempts; giving up.",
         retryable=True,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """What the intake checks decided about a new job."""
+
+    held: bool = False  # the job waits for a reviewer (pending_review)
+    moderation: dict[str, Any] | None = None
+    audit: AuditEntry | None = None
+    client_ip: str | None = None
+
+
+def _held_event(intake: Intake) -> dict[str, Any]:
+    entry = intake.audit
+    return {
+        "categories": list(entry.categories) if entry else [],
+        "reasons": list(entry.reasons) if entry else [],
+    }
+
+
+def _row_of(conn: Connection, job_id: str) -> Any:
+    return conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().one()
 
 
 def _error_event(error: ErrorInfo) -> dict[str, Any]:

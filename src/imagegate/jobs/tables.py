@@ -55,6 +55,11 @@ jobs = Table(
     Column("generation_time_ms", Integer),
     Column("batch_size", Integer),
     Column("webhook_url", Text),
+    Column("moderation", JSON),  # {"input": …, "output": …}: every check's outcome
+    Column("client_ip", String(64)),
+    Column("reviewed_by", String(200)),
+    Column("reviewed_at", DateTime(timezone=True)),
+    Column("review_decision", String(20)),
     # The claim query's path: the next runnable job by priority, then age.
     Index("ix_jobs_queue", "status", text("priority DESC"), "created_at", "id"),
     Index("ix_jobs_owner_created", "owner", "created_at", "id"),
@@ -138,4 +143,24 @@ workers = Table(
     Column("concurrency", Integer, nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("last_seen", DateTime(timezone=True), nullable=False),
+)
+
+# Every blocked, flagged or reviewed request, for the admins.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("owner", String(200), nullable=False),
+    Column("client_ip", String(64)),
+    Column("job_id", String(36)),
+    Column("prompt", Text, nullable=False),
+    Column("normalized_prompt", Text, nullable=False),
+    Column("stage", String(40), nullable=False),  # input, output or review
+    Column("action", String(20), nullable=False),  # allow, warn, review, block, approve, reject
+    Column("categories", JSON, nullable=False),
+    Column("reasons", JSON, nullable=False),
+    Index("ix_audit_log_at", "at"),
 )

@@ -18,6 +18,7 @@ from imagegate.settings import Settings
 from imagegate.storage import Storage
 from imagegate.webhooks.sender import WebhookSender
 from imagegate.worker.leases import LeaseKeeper
+from imagegate.worker.output_gate import OutputGate
 from imagegate.worker.runner import Worker, WorkerContext
 
 log = structlog.get_logger(__name__)
@@ -32,12 +33,19 @@ class WorkerPool:
         generator: Generator,
         count: int,
         sender: WebhookSender | None = None,
+        gate: OutputGate | None = None,
     ) -> None:
         self.settings = settings
         self.count = count
         self.leases = LeaseKeeper(store, settings.lease_s, concurrency=count)
         self.context = WorkerContext(
-            settings, store, storage, generator, self.leases, abort=threading.Event()
+            settings,
+            store,
+            storage,
+            generator,
+            self.leases,
+            abort=threading.Event(),
+            gate=gate or OutputGate(None, storage),
         )
         self.sender = sender
         self._stopping = threading.Event()

@@ -28,6 +28,7 @@ from imagegate.storage import Storage
 from imagegate.storage.keys import image_key, preview_key
 from imagegate.storage.png import encode_png
 from imagegate.worker.leases import LeaseKeeper
+from imagegate.worker.output_gate import OUTPUT_BLOCKED, OutputGate, Screened
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +49,7 @@ class WorkerContext:
     generator: Generator
     leases: LeaseKeeper
     abort: threading.Event  # set when draining has run out of grace
+    gate: OutputGate
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,13 @@ class Worker:
                 if not self.run_once():
                     wakeup.wait(ticket, self.ctx.settings.poll_interval_s)
         finally:
-            self._hand_off()
-            self._await_finishing()
+            self.flush()
             self._finisher.shutdown()
+
+    def flush(self) -> None:
+        """Finish what was generated: encode, store and record it, and wait for that."""
+        self._hand_off()
+        self._await_finishing()
 
     def run_once(self) -> bool:
         """Claim and generate one batch; False when nothing was runnable."""
@@ -166,15 +172,25 @@ class Worker:
 
     def _record(self, claim: Claim, images: list[Image], elapsed_ms: int, batch: int) -> None:
         job, model = claim.job, self.ctx.generator.model_name
+        screened = self.ctx.gate.screen(job, images)
+        if screened.blocked:
+            self._withhold(claim, images, screened)
+            return
         stored = [self._store_image(job, i, image, model) for i, image in enumerate(images)]
         meta = GenerationMeta(job.spec.seed, model, elapsed_ms, batch)
-        if self.ctx.store.complete(claim, stored, meta):
+        if self.ctx.store.complete(claim, stored, meta, screened.moderation):
             log.info("job.completed", job=job.id, ms=elapsed_ms, worker=self.name)
             return
         # Our lease was taken over: another attempt owns the result, so drop our files.
         log.warning("job.lease_lost", job=job.id, worker=self.name)
         for image in stored:
             self.ctx.storage.delete(image.storage_key)
+
+    def _withhold(self, claim: Claim, images: list[Image], screened: Screened) -> None:
+        self.ctx.gate.quarantine(claim.job, images)
+        if self.ctx.store.fail(claim, OUTPUT_BLOCKED, screened.moderation) and screened.audit:
+            self.ctx.store.record_audit(screened.audit)
+        log.warning("job.output_blocked", job=claim.job.id)
 
     def _store_image(self, job: Job, index: int, image: Image, model: str) -> ImageRecord:
         spec = job.spec

@@ -6,11 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from imagegate.api.deps import LinksDep, OwnerDep, RuntimeDep
+from imagegate.api.deps import CallerDep, LinksDep, OwnerDep, RuntimeDep
 from imagegate.api.schemas import JobCreate, JobOut, JobPage
 from imagegate.errors import ImageNotFound
 from imagegate.jobs.models import Job
-from imagegate.jobs.specs import build_spec
 from imagegate.jobs.states import Status
 from imagegate.runtime import Runtime
 from imagegate.storage.keys import preview_key
@@ -20,14 +19,19 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 @router.post("", status_code=202, response_model=JobOut)
 def submit_job(
-    body: JobCreate, runtime: RuntimeDep, owner: OwnerDep, links: LinksDep, response: Response
+    body: JobCreate, runtime: RuntimeDep, caller: CallerDep, links: LinksDep, response: Response
 ) -> JobOut:
-    spec = build_spec(body.to_request(), runtime.settings)
+    """Give ``prompt`` (and optionally ``style``), or ``template`` and ``inputs``. The prompt
+    is checked by the safety pipeline: a refusal is a 400 ``content_policy_violation``, a
+    prompt held for a reviewer starts ``pending_review``, and warnings come back in
+    ``warnings``."""
+    spec = runtime.intake.spec(body.to_request(), body.template, body.inputs)
     if body.webhook_url is not None:
         runtime.guard.check(body.webhook_url)
-    job = runtime.store.submit(spec, owner, webhook_url=body.webhook_url)
-    response.headers["Location"] = links.job(job.id)
-    return job_view(runtime, job, links, response)
+    submitted = runtime.intake.submit(spec, caller, webhook_url=body.webhook_url)
+    response.headers["Location"] = links.job(submitted.job.id)
+    view = job_view(runtime, submitted.job, links, response)
+    return view.model_copy(update={"warnings": list(submitted.warnings)})
 
 
 @router.get("/{job_id}", response_model=JobOut)

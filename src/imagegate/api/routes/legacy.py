@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response
 
-from imagegate.api.deps import LinksDep, OwnerDep, RuntimeDep
+from imagegate.api.deps import CallerDep, LinksDep, OwnerDep, RuntimeDep
 from imagegate.api.schemas import LegacyGenerateIn, LegacyGenerateOut, LegacyStatusOut
 from imagegate.errors import InvalidField
 from imagegate.jobs.specs import JobRequest, build_spec
@@ -18,7 +18,7 @@ router = APIRouter(tags=["original API"])
 @router.post("/generate", response_model=LegacyGenerateOut)
 def generate(
     runtime: RuntimeDep,
-    owner: OwnerDep,
+    caller: CallerDep,
     links: LinksDep,
     body: Annotated[LegacyGenerateIn | None, Body()] = None,
     user_prompt: Annotated[str | None, Query(description="The query form's prompt")] = None,
@@ -29,7 +29,7 @@ def generate(
     if prompt is None:
         raise InvalidField("prompt", "missing_field", "A prompt is required.")
     request = JobRequest(prompt=prompt, style=body.style if body else style)
-    job = runtime.store.submit(build_spec(request, runtime.settings), owner)
+    job = runtime.intake.submit(build_spec(request, runtime.settings), caller).job
     return LegacyGenerateOut(job_id=job.id, status=job.status, check_url=links.status(job.id))
 
 

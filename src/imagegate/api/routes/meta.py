@@ -35,6 +35,7 @@ def ready(runtime: RuntimeDep) -> JSONResponse:
         "database": _check(runtime.store.ping),
         "storage": _check(runtime.storage.check_writable),
         "backend": "ok" if runtime.backend_ready else (runtime.load_error or "loading"),
+        "safety": runtime.safety_state,
     }
     ok = all(value == "ok" for value in checks.values())
     return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from imagegate.api.deps import LinksDep, OwnerDep, RuntimeDep
+from imagegate.api.deps import CallerDep, LinksDep, RuntimeDep
 from imagegate.api.links import Links
 from imagegate.api.problems import _field_error
 from imagegate.errors import (
@@ -134,12 +134,12 @@ class ModelList(BaseModel):
 
 @router.post("/images/generations", response_model=ImagesOut, response_model_exclude_none=True)
 async def create_images(
-    body: ImageGenerationIn, runtime: RuntimeDep, owner: OwnerDep, links: LinksDep
+    body: ImageGenerationIn, runtime: RuntimeDep, caller: CallerDep, links: LinksDep
 ) -> ImagesOut:
     """Generate images and wait for them, as OpenAI's Images API does."""
     _check_model(body.model, runtime.settings)
     spec = _spec(body, runtime.settings)
-    job = await run_in_threadpool(runtime.store.submit, spec, owner)
+    job = (await run_in_threadpool(runtime.intake.submit, spec, caller)).job
     job = await wait_for_job(runtime.store, job.id, runtime.settings.job_timeout_s)
     as_b64 = body.response_format == "b64_json"
     return await run_in_threadpool(_answer, job, as_b64, runtime, links)

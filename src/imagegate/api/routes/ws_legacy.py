@@ -23,6 +23,7 @@ from imagegate.api.follow import follow, render
 from imagegate.api.links import Links
 from imagegate.api.schemas import LegacyGenerateIn
 from imagegate.errors import ImageGateError
+from imagegate.intake import Caller
 from imagegate.jobs.events import EventType, JobEvent
 from imagegate.jobs.specs import JobRequest, build_spec
 from imagegate.runtime import Runtime
@@ -77,7 +78,8 @@ class _Session:
         except (ValidationError, ImageGateError) as exc:
             await self.send({"status": "error", "message": _reason(exc)})
             return
-        job = await run_in_threadpool(self.runtime.store.submit, spec, self.owner)
+        caller = Caller(self.owner, self.websocket.client.host if self.websocket.client else None)
+        job = (await run_in_threadpool(self.runtime.intake.submit, spec, caller)).job
         message = "Your image is being generated."
         await self.send({"status": "generating", "message": message, "job_id": job.id})
         await self._stream(job.id)

@@ -1,0 +1,132 @@
+"""Intake: what every new job goes through before it is recorded.
+
+The request becomes a spec (a template and its inputs, or a prompt with a style), the
+prompt is checked by the safety pipeline, and the outcome decides: blocked (audited, then
+refused with ``content_policy_violation``), held for review (``pending_review``), allowed
+with warnings, or allowed. The API, the original WebSocket and the OpenAI-compatible route
+all submit through here, so a prompt is judged the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from imagegate.errors import InvalidField, PromptRefused
+from imagegate.jobs.audit import AuditEntry
+from imagegate.jobs.models import Job, JobSpec
+from imagegate.jobs.specs import JobRequest, build_spec
+from imagegate.jobs.store import Intake, JobStore
+from imagegate.prompts.styles import build_full_prompt, resolve_style
+from imagegate.prompts.templates import Template, load_templates, render_template
+from imagegate.settings import Settings
+
+if TYPE_CHECKING:
+    from imagegate.safety.pipeline import SafetyPipeline
+    from imagegate.safety.verdict import Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    owner: str
+    client_ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    job: Job
+    warnings: tuple[str, ...] = ()
+
+
+class IntakeDesk:
+    def __init__(self, settings: Settings, store: JobStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.templates: dict[str, Template] = load_templates(settings.templates_file)
+        self._pipeline: SafetyPipeline | None = None
+        self._lock = threading.Lock()
+
+    def spec(
+        self,
+        request: JobRequest,
+        template: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+    ) -> JobSpec:
+        """The job's spec, from a prompt or from a template and its inputs."""
+        if template is None:
+            return build_spec(request, self.settings)
+        if request.prompt:
+            raise InvalidField("prompt", "prompt_and_template", "Give a prompt or a template.")
+        rendered = render_template(template, inputs or {}, self.templates)
+        spec = build_spec(dataclasses.replace(request, prompt=rendered.prompt), self.settings)
+        full = build_full_prompt(rendered.full_prompt, resolve_style(request.style))
+        return dataclasses.replace(spec, full_prompt=full)
+
+    def submit(self, spec: JobSpec, caller: Caller, webhook_url: str | None = None) -> Submitted:
+        """Check the prompt, then record the job (or refuse it). Blocking: call from a thread."""
+        verdict = self.moderate(spec.prompt)
+        intake = self._intake(spec, verdict, caller)
+        job = self.store.submit(spec, caller.owner, webhook_url=webhook_url, intake=intake)
+        warnings = verdict.reasons if verdict.action.label == "warn" else ()
+        return Submitted(job, tuple(warnings))
+
+    def moderate(self, text: str) -> Verdict:
+        if not self.settings.safety_enabled:
+            from imagegate.safety.verdict import ALLOWED
+
+            return ALLOWED
+        return self.pipeline().check(text)
+
+    def pipeline(self) -> SafetyPipeline:
+        """Built once per process, on first use (or at start-up, from :meth:`warm_up`)."""
+        with self._lock:
+            if self._pipeline is None:
+                from imagegate.safety.pipeline import build_pipeline
+
+                self._pipeline = build_pipeline(self.settings)
+            return self._pipeline
+
+    def warm_up(self) -> None:
+        if self.settings.safety_enabled:
+            self.pipeline().warm_up()
+
+    def _intake(self, spec: JobSpec, verdict: Verdict, caller: Caller) -> Intake:
+        from imagegate.safety.pipeline import moderation_result
+
+        action = verdict.action.label
+        held = action == "review" or (action == "warn" and self.settings.safety_review_warn)
+        entry = None
+        if action != "allow":
+            entry = audit_entry(spec.prompt, verdict, caller, "input", "review" if held else action)
+        if action == "block":
+            assert entry is not None
+            self.store.record_audit(entry)
+            category = ", ".join(sorted(verdict.categories)) or "policy"
+            raise PromptRefused(
+                f"The prompt was refused by the content policy ({category}).",
+                field="prompt",
+                categories=sorted(verdict.categories),
+                reasons=list(verdict.reasons),
+            )
+        moderation = {"input": moderation_result(verdict)}
+        return Intake(held=held, moderation=moderation, audit=entry, client_ip=caller.client_ip)
+
+
+def audit_entry(
+    prompt: str, verdict: Verdict, caller: Caller, stage: str, action: str
+) -> AuditEntry:
+    from imagegate.safety.normalize import normalize
+
+    return AuditEntry(
+        owner=caller.owner,
+        prompt=prompt,
+        normalized_prompt=normalize(prompt).text,
+        stage=stage,
+        action=action,
+        categories=tuple(sorted(verdict.categories)),
+        reasons=tuple(verdict.reasons),
+        client_ip=caller.client_ip,
+    )

