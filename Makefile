@@ -33,7 +33,10 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
+	$(BIN)/python bench/sketch.py
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/batching.py
+	$(BIN)/python bench/safety_eval.py
 
 clean:
 	rm -rf $(VENV) imagegate-data .pytest_cache .mypy_cache .ruff_cache

@@ -12,6 +12,7 @@ status-poll latency percentiles measured while jobs were generating; writes JSON
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -40,13 +41,21 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def run_once(database_url: str, jobs: int, work: Path) -> dict[str, Any]:
+# "core": the queue, workers and API alone (the core's targets); "safe": the defaults users
+# get, with every prompt checked (semantic model included) and every image moderated.
+PROFILES = {
+    "core": {"IMAGEGATE_SAFETY_ENABLED": "false", "IMAGEGATE_OUTPUT_MODERATION": "false"},
+    "safe": {"IMAGEGATE_SAFETY_SEMANTIC": "true", "IMAGEGATE_OUTPUT_MODERATION": "true"},
+}
+
+
+def run_once(database_url: str, jobs: int, work: Path, profile: dict[str, str]) -> dict[str, Any]:
     env = {
         "IMAGEGATE_DATA_DIR": str(work / "data"),
         "IMAGEGATE_DATABASE_URL": database_url,
         "IMAGEGATE_SKETCH_DELAY_MS": str(DELAY_MS),
         "IMAGEGATE_LOG_LEVEL": "warning",
-    }
+    } | profile
     with serve(env, work / "serve.log", workers=WORKERS) as client:
         for warm in range(2):
             _wait_all(
@@ -103,12 +112,12 @@ def _t(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
-def _trial(database_url: str | None, jobs: int) -> dict[str, Any]:
+def _trial(database_url: str | None, jobs: int, profile: dict[str, str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         if database_url is None:
-            return run_once(f"sqlite:///{tmp}/bench.db", jobs, Path(tmp))
+            return run_once(f"sqlite:///{tmp}/bench.db", jobs, Path(tmp), profile)
         _truncate(database_url)
-        return run_once(database_url, jobs, Path(tmp))
+        return run_once(database_url, jobs, Path(tmp), profile)
 
 
 def _truncate(database_url: str) -> None:
@@ -116,7 +125,7 @@ def _truncate(database_url: str) -> None:
     with engine.begin() as conn:
         exists = conn.exec_driver_sql("SELECT to_regclass('jobs')").scalar()
         if exists:
-            conn.exec_driver_sql("TRUNCATE jobs, images")
+            conn.exec_driver_sql("TRUNCATE jobs CASCADE")
     engine.dispose()
 
 
@@ -164,14 +173,17 @@ def main() -> None:
     }
     pg_url, drop = fresh_postgres(args.postgres_url)
     try:
-        for name, url in (("sqlite", None), ("postgresql", pg_url)):
-            trials = [_trial(url, args.jobs) for _ in range(args.trials)]
+        for (database, url), (profile, env) in itertools.product(
+            (("sqlite", None), ("postgresql", pg_url)), PROFILES.items()
+        ):
+            trials = [_trial(url, args.jobs, env) for _ in range(args.trials)]
+            name = f"{database}/{profile}"
             results["runs"][name] = _medians(trials) | {"trials": trials}
     finally:
         drop()
     for name, run in results["runs"].items():
         print(
-            f"{name:>10}: {run['throughput_jobs_per_s']:.2f} jobs/s "
+            f"{name:>17}: {run['throughput_jobs_per_s']:.2f} jobs/s "
             f"of {run['limit_jobs_per_s']:.0f} "
             f"({run['throughput_vs_limit']:.1%}); status p50 {run['status_p50_ms']} ms, "
             f"p99 {run['status_p99_ms']} ms (medians of {args.trials} runs)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
@@ -83,9 +84,7 @@ class _LazyNudeDetector:
     def detect(self, image: Any) -> list[dict[str, Any]]:
         with self._lock:
             if self._detector is None:
-                from nudenet import NudeDetector  # type: ignore[import-untyped]
-
-                self._detector = NudeDetector()
+                self._detector = _single_threaded_detector()
         detections: list[dict[str, Any]] = self._detector.detect(image)
         return detections
 
@@ -94,3 +93,21 @@ class _LazyNudeDetector:
 def shared_detector() -> Detector:
     """The process's one NudeNet detector."""
     return _LazyNudeDetector()
+
+
+def _single_threaded_detector() -> Any:
+    """NudeNet's detector on an ONNX session with one intra-op thread: a check takes a
+    little longer, but no longer fights the API and the model for every core (it runs
+    beside the next generation, on the worker's finishing thread)."""
+    import nudenet  # type: ignore[import-untyped]
+    import onnxruntime
+
+    detector = nudenet.NudeDetector()
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    model = str(Path(nudenet.__file__).parent / "320n.onnx")  # the model it bundles
+    detector.onnx_session = onnxruntime.InferenceSession(
+        model, sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    return detector
