@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from imagegate.errors import InvalidField, PromptRefused
 from imagegate.jobs.audit import AuditEntry
+from imagegate.jobs.changes import Intake
 from imagegate.jobs.models import Job, JobSpec
 from imagegate.jobs.specs import JobRequest, build_spec
-from imagegate.jobs.store import Intake, JobStore
+from imagegate.jobs.store import JobStore
 from imagegate.prompts.styles import build_full_prompt, resolve_style
 from imagegate.prompts.templates import Template, load_templates, render_template
 from imagegate.settings import Settings

@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +20,26 @@ from sqlalchemy.sql.elements import ColumnElement
 from imagegate.errors import IllegalTransition, JobNotFound
 from imagegate.jobs import audit, events, queue
 from imagegate.jobs.audit import AuditEntry
+from imagegate.jobs.changes import (
+    CANCELED,
+    EVENT_OF,
+    NEWS,
+    OVERDUE,
+    RECOVERY_INTERVAL,
+    REJECTED,
+    WORKER_LOST,
+    Intake,
+    compatible_with,
+    completed_event,
+    error_event,
+    error_values,
+    exhausted,
+    held_by,
+    held_event,
+    image_values,
+    row_of,
+    unleased,
+)
 from imagegate.jobs.database import WRITE
 from imagegate.jobs.events import EventType
 from imagegate.jobs.models import (
@@ -42,21 +61,6 @@ from imagegate.jobs.wakeup import CHANNEL, Wakeup
 from imagegate.webhooks import outbox
 
 Clock = Callable[[], datetime]
-CANCELED = ErrorInfo("canceled", "The job was canceled.")
-NEWS = "imagegate_news"  # Connection.info key: jobs with new events in this transaction
-EVENT_OF = {
-    Status.PENDING_REVIEW: EventType.PENDING_REVIEW,
-    Status.QUEUED: EventType.QUEUED,
-    Status.GENERATING: EventType.STARTED,
-    Status.COMPLETED: EventType.COMPLETED,
-    Status.FAILED: EventType.FAILED,
-    Status.CANCELED: EventType.CANCELED,
-}
-# How often a claiming store looks for jobs whose lease expired (a dead worker's).
-RECOVERY_INTERVAL = timedelta(seconds=1)
-REJECTED = ErrorInfo("rejected_by_review", "A reviewer rejected this job's prompt.")
-OVERDUE = ErrorInfo("timeout", "The job ran far past the job timeout and was stopped.", True)
-WORKER_LOST = ErrorInfo("worker_lost", "The worker running this job stopped answering.", True)
 
 
 def _utcnow() -> datetime:
@@ -158,8 +162,8 @@ class JobStore:
             target, event = Status.QUEUED, {"queue_position": None}
             values: dict[str, Any] = {"review_decision": "approved"}
         else:
-            target, event = Status.FAILED, _error_event(REJECTED)
-            values = {"review_decision": "rejected", "finished_at": now, **_err(REJECTED)}
+            target, event = Status.FAILED, error_event(REJECTED)
+            values = {"review_decision": "rejected", "finished_at": now, **error_values(REJECTED)}
         with self._write() as conn:
             if not self._transition(
                 conn, job_id, target, from_=Status.PENDING_REVIEW, event=event,
@@ -168,7 +172,7 @@ class JobStore:
                 self._refuse(conn, job_id, None, "The job is not waiting for review.")
             audit.record(conn, entry, now, job_id)
             self._notify_workers(conn)
-            decided_job = self._with_images(conn, [_row_of(conn, job_id)])[0]
+            decided_job = self._with_images(conn, [row_of(conn, job_id)])[0]
         self.wakeup.notify()
         return decided_job  # as decided: a worker may claim it the moment this commits
 
@@ -234,7 +238,7 @@ class JobStore:
             if intake.audit is not None:
                 audit.record(conn, intake.audit, now, job.id)
             if intake.held:
-                self._emit(conn, job.id, EventType.PENDING_REVIEW, _held_event(intake))
+                self._emit(conn, job.id, EventType.PENDING_REVIEW, held_event(intake))
                 return job
             self._emit(conn, job.id, EventType.QUEUED, {"queue_position": ahead_of(conn, job)})
             self._notify_workers(conn)
@@ -255,7 +259,7 @@ class JobStore:
                 waiting,
                 event={},
                 finished_at=self._now(),
-                **_err(CANCELED),
+                **error_values(CANCELED),
             )
             if not done:
                 flagged = conn.execute(
@@ -291,7 +295,7 @@ class JobStore:
             .with_for_update(skip_locked=True)
         )
         if like is not None:
-            runnable = runnable.where(*_compatible_with(like))
+            runnable = runnable.where(*compatible_with(like))
         # A materialised CTE, so PostgreSQL locks and limits once; as a plain IN (subquery)
         # the planner may re-run the LIMIT per row and claim more than asked.
         chosen = runnable.cte("chosen").prefix_with("MATERIALIZED", dialect="postgresql")
@@ -339,7 +343,7 @@ class JobStore:
         with self._write(durable=False) as conn:
             row = conn.execute(
                 update(jobs)
-                .where(*_held(claim))
+                .where(*held_by(claim))
                 .values(progress_step=step, progress_total=total)
                 .returning(jobs.c.cancel_requested)
             ).first()
@@ -363,19 +367,19 @@ class JobStore:
                 conn,
                 claim.job.id,
                 Status.COMPLETED,
-                *_held(claim),
+                *held_by(claim),
                 finished_at=now,
                 model=meta.model,
                 generation_time_ms=meta.generation_time_ms,
                 batch_size=meta.batch_size,
                 progress_step=claim.job.spec.steps,
                 progress_total=claim.job.spec.steps,
-                event=_completed_event(stored, meta),
+                event=completed_event(stored, meta),
                 **checked,
-                **_err(None),
+                **error_values(None),
             )
             if done and stored:
-                conn.execute(insert(images), [_image_values(image, now) for image in stored])
+                conn.execute(insert(images), [image_values(image, now) for image in stored])
         return done
 
     def fail(
@@ -388,7 +392,7 @@ class JobStore:
 
     def retry_later(self, claim: Claim, error: ErrorInfo, delay_s: float) -> bool:
         """Give the job back to the queue after a transient error, runnable after a delay."""
-        return self._requeue(claim, delay_s, attempts=jobs.c.attempts, **_err(error))
+        return self._requeue(claim, delay_s, attempts=jobs.c.attempts, **error_values(error))
 
     def release(self, claim: Claim) -> bool:
         """Give the job back untouched (the worker is shutting down): no attempt is used."""
@@ -409,11 +413,11 @@ class JobStore:
                 conn,
                 claim.job.id,
                 target,
-                *_held(claim),
-                event=_error_event(error) if target is Status.FAILED else {},
+                *held_by(claim),
+                event=error_event(error) if target is Status.FAILED else {},
                 finished_at=self._now(),
                 **checked,
-                **_err(error),
+                **error_values(error),
             )
 
     def _requeue(self, claim: Claim, delay_s: float, **values: Any) -> bool:
@@ -423,10 +427,10 @@ class JobStore:
                 conn,
                 claim.job.id,
                 Status.QUEUED,
-                *_held(claim),
+                *held_by(claim),
                 event={"queue_position": None, "retry_at": run_after.isoformat()},
                 run_after=run_after,
-                **_unleased(),
+                **unleased(),
                 **values,
             )
             self._notify_workers(conn)
@@ -451,10 +455,10 @@ class JobStore:
                 job_id,
                 Status.FAILED,
                 jobs.c.started_at < cutoff,
-                event=_error_event(OVERDUE),
+                event=error_event(OVERDUE),
                 finished_at=now,
-                **_unleased(),
-                **_err(OVERDUE),
+                **unleased(),
+                **error_values(OVERDUE),
             )
 
     def _recover_expired(self, conn: Connection, now: datetime) -> None:
@@ -468,16 +472,16 @@ class JobStore:
         for job_id, attempts in expired:
             still_expired = jobs.c.lease_expires_at < now
             if attempts >= self.max_attempts:
-                error = _exhausted(attempts)
+                error = exhausted(attempts)
                 self._transition(
                     conn,
                     job_id,
                     Status.FAILED,
                     still_expired,
-                    event=_error_event(error),
+                    event=error_event(error),
                     finished_at=now,
-                    **_unleased(),
-                    **_err(error),
+                    **unleased(),
+                    **error_values(error),
                 )
                 continue
             delay = timedelta(seconds=backoff_s(attempts, self.retry_backoff_s))
@@ -489,8 +493,8 @@ class JobStore:
                 still_expired,
                 run_after=retry_at,
                 event={"queue_position": None, "retry_at": retry_at.isoformat()},
-                **_unleased(),
-                **_err(WORKER_LOST),
+                **unleased(),
+                **error_values(WORKER_LOST),
             )
 
     def _transition(
@@ -568,91 +572,3 @@ class JobStore:
     def _notify_workers(self, conn: Connection) -> None:
         if self._postgres:
             conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
-
-
-def _held(claim: Claim) -> tuple[ColumnElement[bool], ...]:
-    return (
-        jobs.c.id == claim.job.id,
-        jobs.c.lease_token == claim.token,
-        jobs.c.status == Status.GENERATING.value,
-    )
-
-
-def _compatible_with(spec: JobSpec) -> tuple[ColumnElement[bool], ...]:
-    return (
-        jobs.c.width == spec.width,
-        jobs.c.height == spec.height,
-        jobs.c.steps == spec.steps,
-        jobs.c.guidance == spec.guidance,
-    )
-
-
-def _unleased() -> dict[str, Any]:
-    return {"lease_token": None, "lease_expires_at": None}
-
-
-def _err(error: ErrorInfo | None) -> dict[str, Any]:
-    return {
-        "error_code": error and error.code,
-        "error_message": error and error.message,
-        "error_retryable": error and error.retryable,
-    }
-
-
-def _exhausted(attempts: int) -> ErrorInfo:
-    return ErrorInfo(
-        "retries_exhausted",
-        f"The job's worker was lost on each of its {attempts} attempts; giving up.",
-        retryable=True,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Intake:
-    """What the intake checks decided about a new job."""
-
-    held: bool = False  # the job waits for a reviewer (pending_review)
-    moderation: dict[str, Any] | None = None
-    audit: AuditEntry | None = None
-    client_ip: str | None = None
-
-
-def _held_event(intake: Intake) -> dict[str, Any]:
-    entry = intake.audit
-    return {
-        "categories": list(entry.categories) if entry else [],
-        "reasons": list(entry.reasons) if entry else [],
-    }
-
-
-def _row_of(conn: Connection, job_id: str) -> Any:
-    return conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().one()
-
-
-def _error_event(error: ErrorInfo) -> dict[str, Any]:
-    return {"code": error.code, "message": error.message, "retryable": error.retryable}
-
-
-def _completed_event(stored: Sequence[ImageRecord], meta: GenerationMeta) -> dict[str, Any]:
-    return {
-        "images": [{"id": im.id, "width": im.width, "height": im.height} for im in stored],
-        "metadata": {
-            "seed": meta.seed,
-            "model": meta.model,
-            "generation_time_ms": meta.generation_time_ms,
-            "batch_size": meta.batch_size,
-        },
-    }
-
-
-def _image_values(image: ImageRecord, now: datetime) -> dict[str, Any]:
-    return {
-        "id": image.id,
-        "job_id": image.job_id,
-        "idx": image.index,
-        "storage_key": image.storage_key,
-        "width": image.width,
-        "height": image.height,
-        "size_bytes": image.size_bytes,
-        "created_at": now,
-    }

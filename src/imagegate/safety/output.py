@@ -100,7 +100,7 @@ def _single_threaded_detector() -> Any:
     little longer, but no longer fights the API and the model for every core (it runs
     beside the next generation, on the worker's finishing thread)."""
     import nudenet  # type: ignore[import-untyped]
-    import onnxruntime
+    import onnxruntime  # type: ignore[import-untyped]
 
     detector = nudenet.NudeDetector()
     options = onnxruntime.SessionOptions()
