@@ -278,3 +278,23 @@ def test_an_unknown_route_is_a_problem(api_without_workers: httpx.Client) -> Non
     response = api_without_workers.get("/v2/nothing")
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
+
+
+def test_broken_ids_and_text_are_4xx_never_500(api_without_workers: httpx.Client) -> None:
+    for path in ("/v1/jobs/%00", "/status/%00", "/v1/jobs/%00/events"):
+        assert api_without_workers.get(path).status_code == 404, path
+    assert api_without_workers.post("/v1/jobs/%00/cancel").status_code == 404
+    assert (
+        api_without_workers.get("/v1/images/%00", params={"expires": 1, "sig": "x"}).status_code
+        == 403
+    )
+    bad_sig = api_without_workers.get("/v1/images/abc", params={"expires": 9999999999, "sig": "é"})
+    assert bad_sig.status_code == 403
+    surrogate = b'{"prompt": "x", "\\ud800": 1}'
+    response = api_without_workers.post(
+        "/v1/jobs", content=surrogate, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422 and response.json()["status"] == 422
+    for url in ("http://[::1", "http://exa\u0000mple.com/"):
+        refused = api_without_workers.post("/v1/jobs", json={"prompt": "x", "webhook_url": url})
+        assert refused.status_code == 422 and refused.json()["code"] == "webhook_url_refused"

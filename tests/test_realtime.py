@@ -236,3 +236,24 @@ def test_events_of_a_job_run_by_another_process(database_url: str, tmp_path: Pat
     kinds = [e["event"] for e in events]
     assert kinds[0] == "queued" and kinds[-1] == "completed"
     assert "progress" in kinds and "started" in kinds
+
+
+def test_a_refused_prompt_on_the_original_socket_leaves_it_usable(api: httpx.Client) -> None:
+    prompts = [{"prompt": "a g.o.r.e soaked corpse"}, {"prompt": "a calm lake"}]
+    messages = asyncio.run(ws_exchange(ws_url(api, "/ws/generate"), prompts))
+    assert messages[0]["status"] == "error" and "content policy" in messages[0]["message"]
+    assert messages[1]["status"] == "generating" and messages[-1]["status"] == "completed"
+
+
+def test_the_job_websocket_gives_fetchable_image_links(api: httpx.Client) -> None:
+    job = api.post("/v1/jobs", json={"prompt": "links"}).json()
+
+    async def follow() -> list[dict[str, Any]]:
+        async with websockets.connect(ws_url(api, f"/v1/jobs/{job['id']}/ws")) as socket:
+            await socket.send("not json")  # ignored, the socket stays up
+            return [json.loads(raw) async for raw in socket]
+
+    completed = asyncio.run(asyncio.wait_for(follow(), 30))[-1]
+    assert completed["event"] == "completed"
+    url = completed["data"]["images"][0]["url"]
+    assert url.startswith("http://") and api.get(url).status_code == 200

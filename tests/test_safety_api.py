@@ -240,3 +240,10 @@ def test_the_semantic_stage_refuses_a_paraphrase_with_no_listed_term(
     assert refused.status_code == 400
     assert refused.json()["reasons"] == ["semantic:violence"]
     assert api.post("/v1/jobs", json={"prompt": "a sunny meadow with cows"}).status_code == 202
+
+
+def test_the_gate_keeps_a_flagged_preview_back(tmp_path: Path) -> None:
+    gate = OutputGate(OutputModerator().check, LocalStorage(tmp_path))
+    assert gate.passes(landscape())
+    assert not gate.passes(skin_toned_figure())
+    assert OutputGate(None, LocalStorage(tmp_path)).passes(skin_toned_figure())

@@ -52,3 +52,10 @@ def test_bad_settings_fail_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGEGATE_WORKERS", "-1")
     with pytest.raises(ValidationError, match="workers"):
         load_settings()
+
+
+@pytest.mark.parametrize("name", ["IMAGEGATE_SECRET_KEY", "IMAGEGATE_ADMIN_TOKEN"])
+def test_an_empty_secret_is_refused(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv(name, " ")
+    with pytest.raises(ValidationError, match="set but empty"):
+        load_settings()

@@ -296,3 +296,29 @@ def test_only_jobs_with_a_webhook_fill_the_outbox(store: JobStore) -> None:
     assert store.webhook_deliveries(plain.id) == []
     (message,) = store.webhook_deliveries(hooked.id)
     assert (message["event_type"], message["status"]) == ("job.canceled", "pending")
+
+
+def test_a_cancel_asked_during_a_run_survives_a_retry_or_a_lost_worker(store: JobStore) -> None:
+    clock = FakeClock()
+    timed = JobStore(store.engine, clock=clock)
+    retried = timed.submit(spec("retried"), OWNER)
+    lost = timed.submit(spec("lost"), OWNER)
+    first, second = timed.claim(lease_s=5), timed.claim(lease_s=5)
+    timed.cancel(retried.id, OWNER)
+    timed.cancel(lost.id, OWNER)
+    assert timed.retry_later(first[0], ErrorInfo("generation_failed", "flaky"), delay_s=0)
+    clock.advance(6)
+    timed.maintain()  # no claim needed: the lease keeper calls this
+    assert timed.get(retried.id).status is Status.CANCELED
+    assert timed.get(lost.id).status is Status.CANCELED
+    assert second[0].job.id == lost.id
+
+
+def test_maintain_recovers_a_dead_workers_job_without_any_claim(store: JobStore) -> None:
+    clock = FakeClock()
+    timed = JobStore(store.engine, clock=clock)
+    job = timed.submit(spec(), OWNER)
+    timed.claim(lease_s=5)
+    clock.advance(6)
+    timed.maintain()
+    assert timed.get(job.id).status is Status.QUEUED

@@ -59,7 +59,8 @@ def _now() -> int:
 REFUSED = [
     *("127.0.0.1", "10.1.2.3", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1"),
     *("224.0.0.1", "0.0.0.0", "240.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:10.0.0.1"),
-    "::ffff:127.0.0.1",
+    *("::ffff:127.0.0.1", "64:ff9b::a9fe:a9fe", "64:ff9b:1::a00:1", "2002:7f00:1::1"),
+    *("::127.0.0.1", "2001:0:4136:e378:8000:63bf:f5ff:fffe"),  # IPv4-compatible, Teredo
 ]
 
 
@@ -270,3 +271,36 @@ def test_canceled_and_failed_jobs_send_webhooks_too(
         canceled["id"]: ("job.canceled", "canceled"),
         timed_out["id"]: ("job.failed", "timeout"),
     }
+
+
+def test_a_message_that_cannot_even_be_built_is_a_failed_attempt_not_a_stuck_one(
+    store: JobStore,
+) -> None:
+    job = store.submit(spec(), "local", webhook_url="https://bücher.example/in")
+    store.cancel(job.id, "local")
+    sent: list[httpx.Request] = []
+
+    def broken_render(job_id: str) -> dict[str, Any]:
+        raise RuntimeError("cannot render")
+
+    sender = WebhookSender(
+        store.engine,
+        guard_resolving_to("93.184.216.34"),
+        [SECRET],
+        [60.0],
+        5.0,
+        render=broken_render,
+        transport=httpx.MockTransport(lambda request: sent.append(request) or httpx.Response(204)),
+    )
+    assert sender.run_once() == 1
+    (message,) = store.webhook_deliveries(job.id)
+    assert message["status"] == "pending" and "cannot render" in message["attempts"][0]["error"]
+    sender.render = lambda job_id: {"id": job_id}
+    store.engine.dispose()
+    with store.engine.begin() as conn:  # due again now, rather than in a minute
+        conn.exec_driver_sql("UPDATE webhook_deliveries SET next_attempt_at = created_at")
+    assert sender.run_once() == 1
+    sender.stop()
+    assert sent[0].headers["host"] == "xn--bcher-kva.example"  # IDNA, pinned to the address
+    assert sent[0].url.host == "93.184.216.34"
+    assert store.webhook_deliveries(job.id)[0]["status"] == "delivered"

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from imagegate.errors import InvalidField, PromptRefused
+from imagegate.errors import InvalidField, PromptRefused, ServiceUnavailable
 from imagegate.jobs.audit import AuditEntry
 from imagegate.jobs.changes import Intake
 from imagegate.jobs.models import Job, JobSpec
@@ -87,7 +87,10 @@ class IntakeDesk:
             if self._pipeline is None:
                 from imagegate.safety.pipeline import build_pipeline
 
-                self._pipeline = build_pipeline(self.settings)
+                try:
+                    self._pipeline = build_pipeline(self.settings)
+                except RuntimeError as exc:  # its packages are missing: say so, as a 503
+                    raise ServiceUnavailable(str(exc)) from exc
             return self._pipeline
 
     def warm_up(self) -> None:

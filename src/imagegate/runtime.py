@@ -72,9 +72,12 @@ class Runtime:
             self._load_and_start(count)
 
     def _load_and_start(self, count: int) -> None:
-        generator = load_generator(self.settings)
+        """Everything a worker needs (model, output moderation) loads before any claim; a
+        failure is kept for ``/ready`` and raised, never left as a silent "loading"."""
         try:
+            generator = load_generator(self.settings)
             generator.load()
+            check = self._output_check()
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("backend.load_failed", backend=self.settings.backend, error=self.load_error)
@@ -88,7 +91,7 @@ class Runtime:
             self.settings.webhook_timeout_s,
             render=self.render_job,
         )
-        gate = OutputGate(self._output_check(), self.storage)
+        gate = OutputGate(check, self.storage)
         self.pool = WorkerPool(
             self.settings, self.store, self.storage, generator, count, sender, gate
         )

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
             raise ValueError("IMAGEGATE_MIN_SIZE must not exceed IMAGEGATE_MAX_SIZE")
         if not self.min_size <= self.default_size <= self.max_size:
             raise ValueError("IMAGEGATE_DEFAULT_SIZE must lie within the size range")
+        for name in ("secret_key", "admin_token", "webhook_secret"):
+            secret = getattr(self, name)
+            if secret is not None and not secret.get_secret_value().strip():
+                # An empty key would sign anything, an empty token would open the admin API.
+                raise ValueError(f"IMAGEGATE_{name.upper()} is set but empty")
         return self
 
     @property

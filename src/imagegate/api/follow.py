@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocket
 
 from imagegate.api.links import Links
 from imagegate.jobs.events import ANY_JOB, EventType, JobEvent
@@ -51,6 +52,12 @@ async def _queue_update(runtime: Runtime, job_id: str, known: int | None) -> Job
         return None
     data = {"queue_position": info.position, "eta_s": info.eta_s}
     return JobEvent(0, job_id, EventType.QUEUED, data, datetime.now(UTC))
+
+
+def socket_links(websocket: WebSocket, runtime: Runtime) -> Links:
+    """Links for a WebSocket's messages: http(s) URLs, not ws(s) ones."""
+    base = str(websocket.base_url).replace("ws", "http", 1)
+    return Links(runtime.settings.public_url or base, runtime.signer)
 
 
 def render(event: JobEvent, links: Links) -> dict[str, Any]:

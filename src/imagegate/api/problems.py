@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -28,7 +29,15 @@ def problem(status: int, code: str, detail: str, instance: str, **extra: Any) ->
         "instance": instance,
         **extra,
     }
-    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
+    return ProblemResponse(body, status_code=status, media_type=MEDIA_TYPE)
+
+
+class ProblemResponse(JSONResponse):
+    """ASCII-escaped JSON: a problem may echo a client's broken text (a lone surrogate in a
+    field name) and must still encode."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
 
 
 def problem_response(exc: ImageGateError, instance: str, **extra: Any) -> JSONResponse:

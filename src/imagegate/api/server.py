@@ -8,22 +8,41 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 
 from imagegate.api.app import create_app
 from imagegate.settings import Settings
 
 
 def serve(settings: Settings, workers: int, host: str, port: int) -> None:
+    app = create_app(settings, workers)
     config = uvicorn.Config(
-        create_app(settings, workers),
+        app,
         host=host,
         port=port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.drain_grace_s) + 5,
     )
-    uvicorn.Server(config).run()
+    _DrainingServer(config, app).run()
+
+
+class _DrainingServer(uvicorn.Server):
+    """Stops the in-process workers claiming the moment SIGTERM arrives. uvicorn runs the
+    app's shutdown (which drains them) only after open connections close, and a client
+    following a job over SSE would otherwise keep new jobs starting meanwhile."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        runtime = getattr(self.app.state, "runtime", None)
+        if runtime is not None and runtime.pool is not None:
+            runtime.pool.stop_claiming()
+        super().handle_exit(sig, frame)
 
 
 @contextmanager

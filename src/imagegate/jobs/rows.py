@@ -123,6 +123,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         moment, job_id = raw.split("|", 1)
+        if "\x00" in job_id:
+            raise ValueError("NUL in cursor")
         return _required(datetime.fromisoformat(moment)), job_id
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidField("cursor", "invalid_cursor", "The cursor is not valid.") from exc

@@ -63,6 +63,12 @@ from imagegate.webhooks import outbox
 Clock = Callable[[], datetime]
 
 
+def _plausible_id(value: str) -> bool:
+    """Ids are UUID strings; anything else (a NUL, say, which PostgreSQL refuses to even
+    compare) cannot name a job or an image."""
+    return len(value) <= 36 and "\x00" not in value
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -92,6 +98,8 @@ class JobStore:
     # -- reading -------------------------------------------------------------------------
 
     def get(self, job_id: str, owner: str | None = None) -> Job:
+        if not _plausible_id(job_id):
+            raise JobNotFound(job_id=job_id)
         query = select(jobs).where(jobs.c.id == job_id)
         if owner is not None:
             query = query.where(jobs.c.owner == owner)
@@ -128,6 +136,8 @@ class JobStore:
         return page, encode_cursor(page[-1]) if more else None
 
     def get_image(self, image_id: str) -> ImageRecord | None:
+        if not _plausible_id(image_id):
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(select(images).where(images.c.id == image_id)).mappings().first()
         return image_from_row(row) if row else None
@@ -248,6 +258,7 @@ class JobStore:
     def cancel(self, job_id: str, owner: str | None = None) -> Job:
         """Queued or held: canceled now. Generating: flagged; the worker stops at its next
         step."""
+        self.get(job_id, owner)  # a 404 for ids that cannot exist
         mine = [jobs.c.owner == owner] if owner is not None else []
         waiting = jobs.c.status.in_([Status.QUEUED.value, Status.PENDING_REVIEW.value])
         with self._write() as conn:
@@ -301,9 +312,7 @@ class JobStore:
         chosen = runnable.cte("chosen").prefix_with("MATERIALIZED", dialect="postgresql")
         with self._write(durable=False) as conn:
             if now >= self._next_recovery:
-                self._next_recovery = now + RECOVERY_INTERVAL
-                self._recover_expired(conn, now)
-                self._fail_overdue(conn, now)
+                self._maintain(conn, now)
             rows = conn.execute(
                 update(jobs)
                 .where(jobs.c.id == chosen.c.id)
@@ -423,6 +432,8 @@ class JobStore:
     def _requeue(self, claim: Claim, delay_s: float, **values: Any) -> bool:
         run_after = self._now() + timedelta(seconds=delay_s)
         with self._write() as conn:
+            if self._cancel_if_asked(conn, claim.job.id, *held_by(claim)):
+                return True
             done = self._transition(
                 conn,
                 claim.job.id,
@@ -437,6 +448,33 @@ class JobStore:
         self.wakeup.notify()
         return done
 
+    def _cancel_if_asked(self, conn: Connection, job_id: str, *guards: ColumnElement[bool]) -> bool:
+        """A job going back to the queue whose client asked to cancel it ends canceled."""
+        return self._transition(
+            conn,
+            job_id,
+            Status.CANCELED,
+            *guards,
+            jobs.c.cancel_requested.is_(True),
+            event={},
+            finished_at=self._now(),
+            **unleased(),
+            **error_values(CANCELED),
+        )
+
+    def maintain(self) -> None:
+        """Recover jobs of dead workers and fail stuck ones. Claims do this as they go; the
+        lease keeper calls it too, so it happens even when nobody is claiming."""
+        now = self._now()
+        if now >= self._next_recovery:
+            with self._write(durable=False) as conn:
+                self._maintain(conn, now)
+
+    def _maintain(self, conn: Connection, now: datetime) -> None:
+        self._next_recovery = now + RECOVERY_INTERVAL
+        self._recover_expired(conn, now)
+        self._fail_overdue(conn, now)
+
     def _fail_overdue(self, conn: Connection, now: datetime) -> None:
         """A job still generating well past the job timeout is stuck inside one step (the
         worker checks the timeout between steps): fail it, so the client hears of it. The
@@ -445,9 +483,10 @@ class JobStore:
             return
         cutoff = now - timedelta(seconds=self.job_timeout_s * 1.5)
         overdue = conn.execute(
-            select(jobs.c.id).where(
-                jobs.c.status == Status.GENERATING.value, jobs.c.started_at < cutoff
-            )
+            select(jobs.c.id)
+            .where(jobs.c.status == Status.GENERATING.value, jobs.c.started_at < cutoff)
+            .order_by(jobs.c.id)
+            .with_for_update(skip_locked=True)
         ).scalars()
         for job_id in list(overdue):
             self._transition(
@@ -471,6 +510,8 @@ class JobStore:
         ).all()
         for job_id, attempts in expired:
             still_expired = jobs.c.lease_expires_at < now
+            if self._cancel_if_asked(conn, job_id, still_expired):
+                continue
             if attempts >= self.max_attempts:
                 error = exhausted(attempts)
                 self._transition(

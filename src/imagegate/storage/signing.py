@@ -29,7 +29,7 @@ class UrlSigner:
 
     def verify(self, image_id: str, expires: int, signature: str) -> None:
         expected = self._signature(image_id, expires)
-        if not hmac.compare_digest(expected, signature):
+        if not hmac.compare_digest(expected.encode(), signature.encode()):
             raise BadSignature("The image URL's signature is not valid.")
         if expires < time.time():
             raise BadSignature("The image URL has expired.")

@@ -50,11 +50,16 @@ class WebhookGuard:
         self.resolver = resolver
 
     def check(self, url: str) -> Target:
-        parts = urlsplit(url)
+        if any(ord(ch) < 32 for ch in url):
+            raise _refused("The webhook URL contains control characters.")
+        try:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            raise _refused("The webhook URL is not a valid URL.") from exc
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise _refused("The webhook URL must be an absolute http or https URL.")
         try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
             addresses = self.resolver(parts.hostname, port)
         except (OSError, ValueError) as exc:
             raise _refused(f"The webhook host {parts.hostname!r} does not resolve.") from exc
@@ -67,12 +72,30 @@ class WebhookGuard:
     def _vet(self, ip: IPAddress, host: str) -> None:
         if self.allow_private or any(ip in net for net in self.allow_networks):
             return
-        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
-        if _is_internal(mapped or ip):
+        if any(_is_internal(address) for address in (ip, *_embedded_ipv4(ip))):
             raise _refused(
                 f"The webhook host {host!r} resolves to a non-public address ({ip}); set "
                 "IMAGEGATE_WEBHOOK_ALLOW_PRIVATE or IMAGEGATE_WEBHOOK_ALLOW_NETWORKS to allow it."
             )
+
+
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits: NAT64 (well-known and
+# local-use) and the deprecated IPv4-compatible form.
+_IPV4_CARRIERS = [
+    ipaddress.ip_network("64:ff9b::/96"),
+    ipaddress.ip_network("64:ff9b:1::/48"),
+    ipaddress.ip_network("::/96"),
+]
+
+
+def _embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address leads to (mapped, 6to4, Teredo, NAT64…)."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    found = [ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None]
+    if any(ip in net for net in _IPV4_CARRIERS):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return [address for address in found if address is not None]
 
 
 def _is_internal(ip: IPAddress) -> bool:

@@ -94,6 +94,12 @@ def record_attempt(
 ) -> None:
     """Log the attempt; the message is delivered, failed for good, or due again later."""
     number = delivery.attempts + 1
+    held = (
+        webhook_deliveries.c.id == delivery.id,
+        webhook_deliveries.c.lease_token == delivery.lease_token,
+    )
+    if not conn.execute(select(webhook_deliveries.c.id).where(*held)).first():
+        return  # our lease ran out and another sender owns the message now
     conn.execute(
         insert(webhook_attempts).values(
             delivery_id=delivery.id,

@@ -72,21 +72,32 @@ class WebhookSender:
                 self._stopping.wait(self.poll_s)
 
     def run_once(self) -> int:
-        """Claim due messages and try each once; returns how many were tried."""
-        with self.engine.begin() as conn:
-            due = outbox.claim_due(conn, _now(), LEASE_S, BATCH)
-        for delivery in due:
-            self._deliver(delivery)
-        return len(due)
+        """Claim due messages, one at a time so none waits under a lease, and try each
+        once; returns how many were tried."""
+        tried = 0
+        while tried < BATCH and not self._stopping.is_set():
+            with self.engine.begin() as conn:
+                due = outbox.claim_due(conn, _now(), LEASE_S, 1)
+            if not due:
+                break
+            self._deliver(due[0])
+            tried += 1
+        return tried
 
     def _deliver(self, delivery: outbox.Delivery) -> None:
-        payload = delivery.payload or {
-            "type": delivery.event_type,
-            "timestamp": _now().isoformat(),
-            "data": self.render(delivery.job_id),
-        }
-        body = json.dumps(payload, separators=(",", ":"), default=str).encode()
-        outcome = self._attempt(delivery, body)
+        started, at = time.monotonic(), _now()
+        payload: dict[str, Any] = delivery.payload or {}
+        try:
+            payload = payload or {
+                "type": delivery.event_type,
+                "timestamp": at.isoformat(),
+                "data": self.render(delivery.job_id),
+            }
+            body = json.dumps(payload, separators=(",", ":"), default=str).encode()
+            outcome = self._attempt(delivery, body)
+        except Exception as exc:  # whatever fails is a failed attempt, never a stuck message
+            log.exception("webhook.attempt_failed", message=delivery.id)
+            outcome = outbox.Attempt(at, _ms(started), error=f"{type(exc).__name__}: {exc}")
         next_at = self._next_attempt(delivery.attempts, outcome)
         with self.engine.begin() as conn:
             outbox.record_attempt(conn, delivery, payload, outcome, next_at)
@@ -115,9 +126,17 @@ class WebhookSender:
         ip = f"[{target.address}]" if ":" in target.address else target.address
         pinned = parts._replace(netloc=f"{ip}:{target.port}").geturl()
         headers = signing.headers(self.secrets, message_id, int(time.time()), body)
-        headers["host"] = parts.netloc.rpartition("@")[2]
-        extensions = {"sni_hostname": target.host} if parts.scheme == "https" else {}
-        return self._http.post(pinned, content=body, headers=headers, extensions=extensions)
+        host = target.host.encode("idna").decode("ascii")
+        default_port = {"http": 80, "https": 443}[parts.scheme]
+        headers["host"] = host if target.port == default_port else f"{host}:{target.port}"
+        extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+        request = self._http.build_request(
+            "POST", pinned, content=body, headers=headers, extensions=extensions
+        )
+        # The status is all we need: the body is never read, so a slow one cannot stall us.
+        response = self._http.send(request, stream=True)
+        response.close()
+        return response
 
     def _next_attempt(self, attempts: int, outcome: outbox.Attempt) -> datetime | None:
         if outcome.ok or attempts >= len(self.schedule_s):

@@ -50,6 +50,13 @@ class LeaseKeeper:
             for token in tokens:
                 self._renew(token)
             self._heartbeat()
+            self._maintain()
+
+    def _maintain(self) -> None:
+        try:
+            self._store.maintain()
+        except SQLAlchemyError as exc:
+            log.warning("store.maintain_failed", error=str(exc))
 
     def _heartbeat(self) -> None:
         """Tell the registry this process's workers are alive (for queue ETAs)."""

@@ -16,6 +16,7 @@ from PIL.Image import Image
 from imagegate.jobs.audit import AuditEntry
 from imagegate.jobs.models import ErrorInfo, Job
 from imagegate.storage import Storage
+from imagegate.storage.keys import preview_key
 from imagegate.storage.png import encode_png
 
 if TYPE_CHECKING:
@@ -50,11 +51,16 @@ class OutputGate:
             return Screened(False, moderation)
         return Screened(True, moderation, _audit(job, flagged))
 
+    def passes(self, image: Image) -> bool:
+        return self.check is None or not self.check(image).flagged
+
     def quarantine(self, job: Job, images: Sequence[Image]) -> None:
         """Keep the withheld images for reviewers, outside anything the API serves."""
         for index, image in enumerate(images):
             key = f"quarantine/{job.id[:2]}/{job.id}/{index}.png"
             self.storage.put(key, encode_png(image, {"job_id": job.id}))
+        for step in range(1, job.spec.steps + 1):  # its previews go too: they show the same
+            self.storage.delete(preview_key(job.id, step))
 
 
 def _result(verdict: Verdict) -> dict[str, Any]:

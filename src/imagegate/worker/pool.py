@@ -71,6 +71,11 @@ class WorkerPool:
             self._threads.append(thread)
         log.info("workers.started", count=self.count, model=self.context.generator.model_name)
 
+    def stop_claiming(self) -> None:
+        """Workers finish what they run, and claim nothing more."""
+        self._stopping.set()
+        self.context.store.wakeup.notify()
+
     def stop(self, grace_s: float | None = None) -> None:
         """Drain: stop claiming, wait up to the grace period, then release what still runs."""
         grace = self.settings.drain_grace_s if grace_s is None else grace_s

@@ -79,11 +79,28 @@ class Worker:
         try:
             while not stopping.is_set():
                 ticket = wakeup.ticket()
-                if not self.run_once():
+                if not self._pass():
                     wakeup.wait(ticket, self.ctx.settings.poll_interval_s)
         finally:
-            self.flush()
+            self._safely(self.flush)
             self._finisher.shutdown()
+
+    def _pass(self) -> bool:
+        """One pass of the loop. An error here (the database restarting, say) is logged and
+        waited out: a worker thread must not die, or its jobs would wait for a lease to
+        expire and the process would stop working while looking alive."""
+        try:
+            return self.run_once()
+        except Exception:
+            log.exception("worker.pass_failed", worker=self.name)
+            time.sleep(self.ctx.settings.poll_interval_s)
+            return False
+
+    def _safely(self, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except Exception:
+            log.exception("worker.finish_failed", worker=self.name)
 
     def flush(self) -> None:
         """Finish what was generated: encode, store and record it, and wait for that."""
@@ -93,14 +110,17 @@ class Worker:
     def run_once(self) -> bool:
         """Claim and generate one batch; False when nothing was runnable."""
         claims = self.ctx.store.claim(self.ctx.settings.lease_s)
-        self._hand_off()
+        if claims:  # held before the hand-off below, which may wait on a slow finish
+            self.ctx.leases.hold(claims[0].token)
+        self._safely(self._hand_off)
         if not claims:
             return False
-        self.ctx.leases.hold(claims[0].token)
-        claims += self._gather(claims[0])
-        self._generated = self._generate(claims)
-        if self._generated is None:
-            self.ctx.leases.drop(claims[0].token)
+        try:
+            claims += self._gather(claims[0])
+            self._generated = self._generate(claims)
+        finally:
+            if self._generated is None:
+                self.ctx.leases.drop(claims[0].token)
         return True
 
     def _gather(self, first: Claim) -> list[Claim]:
@@ -122,15 +142,15 @@ class Worker:
 
     def _hand_off(self) -> None:
         """Start finishing the last generated batch, once the one before it is done."""
-        if self._generated is not None:
-            self._await_finishing()
-            self._finishing = self._finisher.submit(self._finish, self._generated)
-            self._generated = None
+        generated, self._generated = self._generated, None
+        if generated is not None:
+            self._safely(self._await_finishing)
+            self._finishing = self._finisher.submit(self._finish, generated)
 
     def _await_finishing(self) -> None:
-        if self._finishing is not None:
-            self._finishing.result()
-            self._finishing = None
+        finishing, self._finishing = self._finishing, None
+        if finishing is not None:
+            finishing.result()
 
     def _generate(self, claims: Sequence[Claim]) -> _Rendered | None:
         """Run the model; on failure record each job's outcome and return None."""
@@ -260,7 +280,8 @@ class _StepTracker:
             raise GenerationCanceled
 
     def _store_preview(self, job_id: str, step: int, preview: Image | None) -> str | None:
-        if preview is None:
+        """Previews pass the output gate too: a flagged one is simply not kept."""
+        if preview is None or not self.ctx.gate.passes(preview):
             return None
         key = preview_key(job_id, step)
         self.ctx.storage.put(key, encode_png(preview, {"job_id": job_id, "step": str(step)}))

@@ -22,7 +22,8 @@ def admin(runtime: RuntimeDep, authorization: Annotated[str | None, Header()] = 
     if token is None:
         raise Unauthorized("The admin API is off: set IMAGEGATE_ADMIN_TOKEN to use it.")
     scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given, token.get_secret_value()):
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected):
         raise Unauthorized()
     return "admin"
 

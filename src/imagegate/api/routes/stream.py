@@ -12,7 +12,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from imagegate.api.deps import LinksDep, OwnerDep, RuntimeDep, get_owner
-from imagegate.api.follow import follow, render
+from imagegate.api.follow import follow, render, socket_links
 from imagegate.api.links import Links
 from imagegate.errors import ImageGateError
 from imagegate.runtime import Runtime
@@ -57,27 +57,34 @@ async def job_socket(websocket: WebSocket, job_id: str) -> None:
         await websocket.send_json({"event": "error", "data": error_payload(exc)})
         await websocket.close(code=4404)
         return
-    links = Links(runtime.settings.public_url or str(websocket.base_url), runtime.signer)
+    links = socket_links(websocket, runtime)
     listener = asyncio.create_task(_listen_for_cancel(websocket, runtime, job_id, owner))
-    try:
-        async for event in follow(runtime, job_id):
-            if event is not None:
-                message = {"event": event.type.value, "id": event.id, "data": render(event, links)}
-                await websocket.send_json(message)
-        await websocket.close()
-    except WebSocketDisconnect:
-        pass  # the job goes on; it can be read later by id
-    finally:
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listener
+    sender = asyncio.create_task(_send_events(websocket, runtime, job_id, links))
+    # Whichever ends first ends the socket: the job (sender) or the client (listener). A
+    # client that leaves cancels nothing: the job goes on and can be read later by id.
+    await asyncio.wait({listener, sender}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (listener, sender):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+            await task
+
+
+async def _send_events(websocket: WebSocket, runtime: Runtime, job_id: str, links: Links) -> None:
+    async for event in follow(runtime, job_id):
+        if event is not None:
+            message = {"event": event.type.value, "id": event.id, "data": render(event, links)}
+            await websocket.send_json(message)
+    await websocket.close()
 
 
 async def _listen_for_cancel(
     websocket: WebSocket, runtime: Runtime, job_id: str, owner: str
 ) -> None:
     while True:
-        message = await websocket.receive_json()
+        try:
+            message = await websocket.receive_json()
+        except ValueError:
+            continue  # not JSON: nothing we act on
         if isinstance(message, dict) and message.get("action") == "cancel":
             try:
                 await run_in_threadpool(runtime.store.cancel, job_id, owner)

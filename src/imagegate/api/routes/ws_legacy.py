@@ -19,8 +19,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from imagegate.api.deps import get_owner
-from imagegate.api.follow import follow, render
-from imagegate.api.links import Links
+from imagegate.api.follow import follow, render, socket_links
 from imagegate.api.schemas import LegacyGenerateIn
 from imagegate.errors import ImageGateError
 from imagegate.intake import Caller
@@ -62,24 +61,23 @@ class _Session:
     def __init__(self, websocket: WebSocket, runtime: Runtime, inbox: asyncio.Queue[Any]):
         self.websocket, self.runtime, self.inbox = websocket, runtime, inbox
         self.owner = get_owner()
-        base = runtime.settings.public_url or str(websocket.base_url).replace("ws", "http", 1)
-        self.links = Links(base, runtime.signer)
+        self.links = socket_links(websocket, runtime)
         self.pending: list[Any] = []  # prompts that arrived while a job ran
 
     async def handle(self, message: Any) -> None:
         if isinstance(message, dict) and message.get("action") == "cancel":
             await self.send({"status": "error", "message": "No job is running to cancel."})
             return
+        caller = Caller(self.owner, self.websocket.client.host if self.websocket.client else None)
         try:
             request = LegacyGenerateIn.model_validate(message)
             spec = build_spec(
                 JobRequest(prompt=request.prompt, style=request.style), self.runtime.settings
             )
-        except (ValidationError, ImageGateError) as exc:
+            job = (await run_in_threadpool(self.runtime.intake.submit, spec, caller)).job
+        except (ValidationError, ImageGateError) as exc:  # refused: say why, keep the socket
             await self.send({"status": "error", "message": _reason(exc)})
             return
-        caller = Caller(self.owner, self.websocket.client.host if self.websocket.client else None)
-        job = (await run_in_threadpool(self.runtime.intake.submit, spec, caller)).job
         message = "Your image is being generated."
         await self.send({"status": "generating", "message": message, "job_id": job.id})
         await self._stream(job.id)
