@@ -48,7 +48,13 @@ def worker(
     """Run workers alone against the shared database (scale-out mode)."""
     from imagegate.runtime import Runtime
 
-    runtime = Runtime(_settings())
+    settings = _settings()
+    if settings.public_url is None:
+        console.print(
+            "[yellow]note:[/yellow] IMAGEGATE_PUBLIC_URL is not set, so webhook payloads from "
+            f"this worker link images at http://{settings.host}:{settings.port}."
+        )
+    runtime = Runtime(settings)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -25,7 +25,10 @@ async def follow(
 ) -> AsyncIterator[JobEvent | None]:
     idle = idle_s or runtime.settings.sse_keepalive_s
     last_id, last_type, position = after_id, None, None
-    with runtime.hub.waiter(job_id, ANY_JOB) as waiter:
+    # While queued, any job's news may move this one up, so listen to all; after that,
+    # only to this job (a crowd of followers must not all wake for every event).
+    waiter = runtime.hub.waiter(job_id, ANY_JOB)
+    try:
         while True:
             for event in await run_in_threadpool(runtime.store.events_since, job_id, last_id):
                 yield event
@@ -38,8 +41,13 @@ async def follow(
                 if update is not None:
                     position = update.data["queue_position"]
                     yield update
+            elif ANY_JOB in waiter.job_ids:
+                waiter.close()
+                waiter = runtime.hub.waiter(job_id)
             if not await waiter.wait(idle):
                 yield None
+    finally:
+        waiter.close()
 
 
 async def _queue_update(runtime: Runtime, job_id: str, known: int | None) -> JobEvent | None:

@@ -119,7 +119,7 @@ class EventHub:
 
 class Waiter:
     def __init__(self, hub: EventHub, job_ids: tuple[str, ...]) -> None:
-        self._hub, self._job_ids = hub, job_ids
+        self._hub, self.job_ids = hub, job_ids
         self._event = asyncio.Event()
         hub._add(job_ids, self._event)
 
@@ -133,7 +133,7 @@ class Waiter:
         return True
 
     def close(self) -> None:
-        self._hub._remove(self._job_ids, self._event)
+        self._hub._remove(self.job_ids, self._event)
 
     def __enter__(self) -> Waiter:
         return self

@@ -25,7 +25,6 @@ of the API says 422, because that is what OpenAI's clients expect.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 import time
@@ -55,13 +54,12 @@ from imagegate.errors import (
 from imagegate.jobs.models import ImageRecord, Job, JobSpec
 from imagegate.jobs.specs import JobRequest, build_spec
 from imagegate.jobs.states import Status
-from imagegate.jobs.store import JobStore
 from imagegate.runtime import Runtime
 from imagegate.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-POLL_S = 0.05
+SAFETY_POLL_S = 1.0  # seconds between reads when no event wakes the wait
 OPENAI_STYLES: dict[str, str | None] = {"vivid": "cinematic", "natural": None}
 SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 STARTED = int(time.time())
@@ -140,7 +138,7 @@ async def create_images(
     _check_model(body.model, runtime.settings)
     spec = _spec(body, runtime.settings)
     job = (await run_in_threadpool(runtime.intake.submit, spec, caller)).job
-    job = await wait_for_job(runtime.store, job.id, runtime.settings.job_timeout_s)
+    job = await wait_for_job(runtime, job.id, runtime.settings.job_timeout_s)
     as_b64 = body.response_format == "b64_json"
     return await run_in_threadpool(_answer, job, as_b64, runtime, links)
 
@@ -150,17 +148,19 @@ def list_models(runtime: RuntimeDep) -> ModelList:
     return ModelList(data=[ModelOut(id=served_model(runtime.settings), created=STARTED)])
 
 
-async def wait_for_job(store: JobStore, job_id: str, timeout_s: float) -> Job:
+async def wait_for_job(runtime: Runtime, job_id: str, timeout_s: float) -> Job:
     """The job once final; after ``timeout_s``, cancel it and raise :class:`WaitTimeout`.
 
-    Polls the store off the event loop: the one place to change for an event bus.
+    Woken by the job's events (from any process), with a slow poll as a safety net.
     """
+    store = runtime.store
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = await run_in_threadpool(store.get, job_id)
-        if job.status.is_final:
-            return job
-        await asyncio.sleep(POLL_S)
+    with runtime.hub.waiter(job_id) as waiter:
+        while (left := deadline - time.monotonic()) > 0:
+            job = await run_in_threadpool(store.get, job_id)
+            if job.status.is_final:
+                return job
+            await waiter.wait(min(left, SAFETY_POLL_S))
     try:
         await run_in_threadpool(store.cancel, job_id)
     except IllegalTransition:  # it finished just now after all
