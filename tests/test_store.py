@@ -302,6 +302,7 @@ def test_a_cancel_asked_during_a_run_survives_a_retry_or_a_lost_worker(store: Jo
     clock = FakeClock()
     timed = JobStore(store.engine, clock=clock)
     retried = timed.submit(spec("retried"), OWNER)
+    clock.advance(1)
     lost = timed.submit(spec("lost"), OWNER)
     first, second = timed.claim(lease_s=5), timed.claim(lease_s=5)
     timed.cancel(retried.id, OWNER)
