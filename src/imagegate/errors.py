@@ -25,7 +25,6 @@ RFC 9457 problem+json in one place (:mod:`imagegate.api.problems`)::
     └── GenerationError (500)             raised inside a worker; recorded on the job
         ├── GenerationCanceled
         ├── GenerationTimeout
-        ├── WorkerLost
         └── UpstreamError (502)           an image provider (the openai backend) failed
             ├── ContentPolicyViolation (400)  the provider refused the prompt's content
             ├── UpstreamRateLimited (429)     still rate limited after our retries
@@ -186,12 +185,6 @@ class GenerationTimeout(GenerationError):
 
     code = "timeout"
     retryable = True
-
-
-class WorkerLost(GenerationError):
-    """The worker running the job stopped answering, and the job ran out of retries."""
-
-    code = "worker_lost"
 
 
 class UpstreamError(GenerationError):

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, update
+from sqlalchemy import Connection, Engine, and_, insert, or_, select, text, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from imagegate.errors import IllegalTransition, JobNotFound
@@ -141,12 +141,6 @@ class JobStore:
         with self.engine.connect() as conn:
             row = conn.execute(select(images).where(images.c.id == image_id)).mappings().first()
         return image_from_row(row) if row else None
-
-    def count_by_status(self) -> dict[Status, int]:
-        query = select(jobs.c.status, func.count()).group_by(jobs.c.status)
-        with self.engine.connect() as conn:
-            counts = {Status(status): count for status, count in conn.execute(query)}
-        return {status: counts.get(status, 0) for status in Status}
 
     def queue_info(self, job: Job, stale_after_s: float) -> QueueInfo:
         """Jobs ahead of a queued job, and an ETA from recent generation times."""
