@@ -216,7 +216,7 @@ def test_a_webhook_is_retried_until_delivered_and_verifies(
     receiver = receiver_factory([500, 500, 302, 200])
     job = hooked_api.post("/v1/jobs", json={"prompt": "hooked", "webhook_url": receiver.url}).json()
     wait_for_job(hooked_api, job["id"])
-    eventually(lambda: len(receiver.requests) >= 4, timeout_s=20)
+    eventually(lambda: len(receiver.requests) >= 4, timeout_s=60)
     ids = {headers["webhook-id"] for headers, _ in receiver.requests}
     bodies = {body for _, body in receiver.requests}
     assert len(ids) == 1 and len(bodies) == 1  # one message, sent again unchanged
@@ -230,7 +230,7 @@ def test_a_webhook_is_retried_until_delivered_and_verifies(
         (message,) = hooked_api.get(f"/v1/jobs/{job['id']}/webhooks").json()["data"]
         return message if message["status"] == "delivered" else None
 
-    message = eventually(delivered)
+    message = eventually(delivered, timeout_s=60)
     assert [a["status_code"] for a in message["attempts"]] == [500, 500, 302, 200]
     assert len(receiver.requests) == 4  # a redirect is a failed attempt, never followed
 
