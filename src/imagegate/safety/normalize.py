@@ -17,15 +17,16 @@ from dataclasses import dataclass
 
 # Look-alikes and the ASCII letter each imitates (UTS #39 skeletons, restricted to the
 # characters that pass for a Latin letter in ordinary fonts), as "look-alike letter" pairs:
-# Cyrillic capitals and small letters, Greek capitals and small letters, then Latin small
-# capitals and other Latin look-alikes. Capitals are mapped before case folding, which
-# would turn the Greek capital Nu (an "N") into a small nu (a "v").
+# Cyrillic capitals and small letters, Greek capitals and small letters, Latin small
+# capitals and other Latin look-alikes, then Armenian ones. Capitals are mapped before case
+# folding, which would turn the Greek capital Nu (an "N") into a small nu (a "v").
 _LOOK_ALIKES = (
     "Аa Вb Сc Еe Нh Іi Јj Кk Мm Оo Рp Ѕs Тt Хx Уy Ԍg Ԛq Ԝw "  # noqa: RUF001
     "аa вb гr еe кk мm нh оo пn рp сc тt уy хx ьb ѕs іi јj ԁd һh ԛq ԝw үy ӏl "  # noqa: RUF001
     "Αa Βb Εe Ζz Ηh Ιi Κk Μm Νn Οo Ρp Τt Υy Χx Ϲc Ϻm "  # noqa: RUF001
     "αa βb γy εe ηn ιi κk νv οo ρp τt υu χx ωw ϲc ϳj "  # noqa: RUF001
-    "ıi ȷj ɑa ɡg ɩi ɪi ɴn ʀr ʏy ᴀa ᴄc ᴅd ᴇe ᴊj ᴋk ᴍm ᴏo ᴘp ᴛt ᴜu ᴠv ᴡw ᴢz ǀl øo đd łl ħh"  # noqa: RUF001
+    "ıi ȷj ɑa ɡg ɩi ɪi ɴn ʀr ʏy ᴀa ᴄc ᴅd ᴇe ᴊj ᴋk ᴍm ᴏo ᴘp ᴛt ᴜu ᴠv ᴡw ᴢz ǀl øo đd łl ħh "  # noqa: RUF001
+    "օo սu ոn հh ցg զq"  # noqa: RUF001 - Armenian
 )
 _EMOJI = {"🔫": " gun ", "🔪": " knife ", "🗡": " dagger ", "💣": " bomb ", "🩸": " blood "}
 CONFUSABLES = str.maketrans({pair[0]: pair[1] for pair in _LOOK_ALIKES.split()} | _EMOJI)

