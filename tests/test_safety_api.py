@@ -193,9 +193,11 @@ class FixedPicture:
         return [[self.picture] * request.n for request in batch]
 
 
-def run_one_job(store: JobStore, settings: Settings, picture: Image, root: Path) -> str:
+def run_one_job(
+    store: JobStore, settings: Settings, picture: Image, root: Path, *, hold: bool = False
+) -> str:
     storage = LocalStorage(root)
-    gate = OutputGate(OutputModerator().check, storage)
+    gate = OutputGate(OutputModerator().check, storage, hold_for_review=hold)
     leases = LeaseKeeper(store, 30)
     generator = FixedPicture(picture)
     context = WorkerContext(settings, store, storage, generator, leases, threading.Event(), gate)
@@ -219,6 +221,59 @@ def test_a_flagged_image_is_never_served(
     assert files == ["quarantine"]  # kept for reviewers, nowhere the API serves from
     (entry,) = store.audit_entries(stage="output")
     assert entry["action"] == "block" and entry["job_id"] == job_id
+
+
+@pytest.fixture
+def held_image(
+    store: JobStore, make_settings: SettingsFactory, server_factory: Server
+) -> tuple[httpx.Client, str, Path]:
+    """A job whose image the gate flagged, held for review (IMAGEGATE_OUTPUT_FLAGGED=review):
+    run by a worker here, then seen through a real server on the same database and files."""
+    settings = make_settings(admin_token=TOKEN, output_flagged="review")
+    root = settings.data_dir / "images"
+    job_id = run_one_job(store, settings, skin_toned_figure(), root, hold=True)
+    return server_factory(settings, workers=0), job_id, root
+
+
+def test_a_flagged_image_can_wait_for_a_reviewer_who_releases_it(
+    held_image: tuple[httpx.Client, str, Path],
+) -> None:
+    api, job_id, root = held_image
+    job = api.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "pending_review" and job["images"] == []
+    assert job["moderation"]["output"][0]["flagged"] is True
+    assert job["moderation"]["output"][0]["categories"] == ["sexual"]
+    assert api.get(f"/status/{job_id}").json()["result_url"] is None
+    assert [j["id"] for j in api.get("/v1/admin/reviews", headers=ADMIN).json()] == [job_id]
+    (held,) = api.get("/v1/admin/audit", headers=ADMIN).json()["data"]
+    assert (held["stage"], held["action"], held["categories"]) == ("output", "review", ["sexual"])
+    # the reviewer sees the withheld image; nobody else can
+    withheld = api.get(f"/v1/admin/reviews/{job_id}/images/0", headers=ADMIN)
+    assert withheld.status_code == 200 and withheld.headers["content-type"] == "image/png"
+    assert api.get(f"/v1/admin/reviews/{job_id}/images/0").status_code == 401
+    missing = api.get(f"/v1/admin/reviews/{job_id}/images/1", headers=ADMIN)
+    assert missing.status_code == 404 and missing.json()["code"] == "image_not_found"
+    approved = api.post(f"/v1/admin/reviews/{job_id}/approve", headers=ADMIN).json()
+    assert approved["status"] == "completed" and approved["review"]["decision"] == "approved"
+    (image,) = approved["images"]
+    assert api.get(image["url"]).content == withheld.content
+    assert api.get(f"/status/{job_id}").json()["result_url"]
+    assert not list(root.glob("quarantine/**/*.png"))  # released, so no longer withheld
+    again = api.post(f"/v1/admin/reviews/{job_id}/approve", headers=ADMIN)
+    assert again.status_code == 409
+    assert len(api.get(f"/v1/jobs/{job_id}").json()["images"]) == 1
+
+
+def test_a_reviewer_can_reject_a_flagged_image(
+    held_image: tuple[httpx.Client, str, Path],
+) -> None:
+    api, job_id, root = held_image
+    rejected = api.post(f"/v1/admin/reviews/{job_id}/reject", headers=ADMIN).json()
+    assert rejected["status"] == "failed" and rejected["images"] == []
+    assert rejected["error"]["code"] == "rejected_by_review"
+    assert len(list(root.glob("quarantine/**/*.png"))) == 1  # kept for the record
+    actions = [e["action"] for e in api.get("/v1/admin/audit", headers=ADMIN).json()["data"]]
+    assert actions == ["reject", "review"]
 
 
 def test_a_clean_image_passes_the_gate_with_its_verdict(

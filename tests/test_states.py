@@ -15,7 +15,13 @@ def test_final_states_allow_no_way_out() -> None:
 
 def test_a_queued_job_cannot_complete_without_running() -> None:
     assert not Status.QUEUED.can_become(Status.COMPLETED)
-    assert sources_of(Status.COMPLETED) == {Status.GENERATING}
+    # completed by its worker, or by a reviewer who releases the images it held back
+    assert sources_of(Status.COMPLETED) == {Status.GENERATING, Status.PENDING_REVIEW}
+
+
+def test_a_job_whose_images_were_withheld_waits_for_review() -> None:
+    assert Status.GENERATING.can_become(Status.PENDING_REVIEW)
+    assert sources_of(Status.PENDING_REVIEW) == {Status.GENERATING}
 
 
 def test_a_generating_job_may_return_to_the_queue_for_a_retry() -> None:

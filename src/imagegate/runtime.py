@@ -22,6 +22,7 @@ from imagegate.jobs.store import JobStore
 from imagegate.jobs.wakeup import PostgresListener, conninfo
 from imagegate.settings import Settings
 from imagegate.storage import Storage, open_storage
+from imagegate.storage.quarantine import Quarantine
 from imagegate.storage.signing import UrlSigner
 from imagegate.webhooks.guard import WebhookGuard
 from imagegate.webhooks.sender import WebhookSender
@@ -45,6 +46,7 @@ class Runtime:
             job_timeout_s=settings.job_timeout_s,
         )
         self.storage: Storage = open_storage(settings)
+        self.quarantine = Quarantine(self.storage)
         self.signer = UrlSigner(settings.signing_key, settings.signed_url_ttl_s)
         self.intake = IntakeDesk(settings, self.store)
         self.hub = EventHub()
@@ -91,7 +93,8 @@ class Runtime:
             self.settings.webhook_timeout_s,
             render=self.render_job,
         )
-        gate = OutputGate(check, self.storage)
+        hold = self.settings.output_flagged == "review"
+        gate = OutputGate(check, self.storage, hold_for_review=hold)
         self.pool = WorkerPool(
             self.settings, self.store, self.storage, generator, count, sender, gate
         )

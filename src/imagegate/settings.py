@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     safety_enabled: bool = True  # check every prompt before a job is recorded
     safety_review_warn: bool = False  # hold prompts with warn terms for a reviewer too
     output_moderation: bool = True  # NudeNet on every image before it can be fetched
+    output_flagged: Literal["fail", "review"] = "fail"  # a flagged image: fail, or hold it
     admin_token: SecretStr | None = None  # Bearer token of the /v1/admin routes
     safety_semantic: bool = True  # the embedding stage (needs the safety extra)
     model_cache_dir: Path = Field(default_factory=lambda: _user_cache_dir() / "imagegate")

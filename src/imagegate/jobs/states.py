@@ -2,9 +2,11 @@
 
 ``queued → generating → completed | failed | canceled``; a generating job whose worker
 died or hit a transient error goes back to ``queued`` for another attempt. A job that the
-safety rules hold starts in ``pending_review`` instead, and a reviewer queues it
-(approve) or fails it (reject). The store
-enforces these transitions in one guarded UPDATE each (see :mod:`imagegate.jobs.store`).
+safety rules hold waits in ``pending_review``: before it runs (its prompt), a reviewer
+queues it (approve) or fails it (reject); after it ran (its image, when
+``IMAGEGATE_OUTPUT_FLAGGED=review``), a reviewer completes it with the image or fails it.
+The store enforces these transitions in one guarded UPDATE each (see
+:mod:`imagegate.jobs.store`).
 """
 
 from __future__ import annotations
@@ -31,9 +33,13 @@ class Status(StrEnum):
 FINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELED})
 
 TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.PENDING_REVIEW: frozenset({Status.QUEUED, Status.FAILED, Status.CANCELED}),
+    Status.PENDING_REVIEW: frozenset(
+        {Status.QUEUED, Status.COMPLETED, Status.FAILED, Status.CANCELED}
+    ),
     Status.QUEUED: frozenset({Status.GENERATING, Status.CANCELED}),
-    Status.GENERATING: frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELED, Status.QUEUED}),
+    Status.GENERATING: frozenset(
+        {Status.COMPLETED, Status.FAILED, Status.CANCELED, Status.QUEUED, Status.PENDING_REVIEW}
+    ),
     Status.COMPLETED: frozenset(),
     Status.FAILED: frozenset(),
     Status.CANCELED: frozenset(),

@@ -158,22 +158,42 @@ class JobStore:
         with self._write() as conn:
             queue.retire(conn)
 
-    def review(self, job_id: str, approve: bool, reviewer: str, entry: AuditEntry) -> Job:
-        """A reviewer's decision on a held job: approved into the queue, or rejected."""
+    def review(
+        self,
+        job_id: str,
+        approve: bool,
+        reviewer: str,
+        entry: AuditEntry,
+        released: Sequence[ImageRecord] | None = None,
+    ) -> Job:
+        """A reviewer's decision on a held job. A job held before it ran is approved into
+        the queue; one held after it ran (``released``: its images, out of quarantine) is
+        approved as completed. Either is rejected as failed."""
         now = self._now()
         decided = {"reviewed_by": reviewer, "reviewed_at": now}
-        if approve:
+        ran = jobs.c.model.is_not(None)  # held for its output, not its prompt
+        if approve and released is not None:
+            target, event = Status.COMPLETED, {}
+            values: dict[str, Any] = {"review_decision": "approved", "finished_at": now}
+            guard = ran
+        elif approve:
             target, event = Status.QUEUED, {"queue_position": None}
-            values: dict[str, Any] = {"review_decision": "approved"}
+            values = {"review_decision": "approved"}
+            guard = ~ran
         else:
             target, event = Status.FAILED, error_event(REJECTED)
             values = {"review_decision": "rejected", "finished_at": now, **error_values(REJECTED)}
+            guard = jobs.c.id.is_not(None)
         with self._write() as conn:
+            if target is Status.COMPLETED:
+                event = completed_event(released or (), _generation_meta(conn, job_id))
             if not self._transition(
-                conn, job_id, target, from_=Status.PENDING_REVIEW, event=event,
+                conn, job_id, target, guard, from_=Status.PENDING_REVIEW, event=event,
                 **decided, **values,
             ):  # fmt: skip
-                self._refuse(conn, job_id, None, "The job is not waiting for review.")
+                self._refuse(conn, job_id, None, "The job is not waiting for this review.")
+            if released:
+                conn.execute(insert(images), [image_values(image, now) for image in released])
             audit.record(conn, entry, now, job_id)
             self._notify_workers(conn)
             decided_job = self._with_images(conn, [row_of(conn, job_id)])[0]
@@ -384,6 +404,24 @@ class JobStore:
             if done and stored:
                 conn.execute(insert(images), [image_values(image, now) for image in stored])
         return done
+
+    def hold_output(
+        self, claim: Claim, meta: GenerationMeta, moderation: dict[str, Any] | None
+    ) -> bool:
+        """The job ran but its images were withheld: it waits for a reviewer, unleased."""
+        with self._write() as conn:
+            return self._transition(
+                conn,
+                claim.job.id,
+                Status.PENDING_REVIEW,
+                *held_by(claim),
+                event={"stage": "output"},
+                model=meta.model,
+                generation_time_ms=meta.generation_time_ms,
+                batch_size=meta.batch_size,
+                moderation=moderation,
+                **unleased(),
+            )
 
     def fail(
         self, claim: Claim, error: ErrorInfo, moderation: dict[str, Any] | None = None
@@ -607,3 +645,16 @@ class JobStore:
     def _notify_workers(self, conn: Connection) -> None:
         if self._postgres:
             conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+
+
+def _generation_meta(conn: Connection, job_id: str) -> GenerationMeta:
+    row = conn.execute(
+        select(jobs.c.seed, jobs.c.model, jobs.c.generation_time_ms, jobs.c.batch_size).where(
+            jobs.c.id == job_id
+        )
+    ).first()
+    if row is None:  # the transition will refuse it
+        return GenerationMeta(0, "", 0)
+    return GenerationMeta(
+        row.seed, row.model or "", row.generation_time_ms or 0, row.batch_size or 1
+    )

@@ -1,8 +1,10 @@
 """The output gate: every generated image is checked before anyone can fetch it.
 
 A flagged image is never stored where the API serves images from: it goes to a
-quarantine area for reviewers, the job fails with ``output_blocked``, the verdict is kept
-in the job's ``moderation``, and the refusal is audited.
+quarantine area for reviewers, the verdict is kept in the job's ``moderation``, and the
+decision is audited. Then the job fails with ``output_blocked``, or, with
+``IMAGEGATE_OUTPUT_FLAGGED=review``, waits in ``pending_review``: a reviewer who approves
+it has its images released from quarantine (:class:`imagegate.storage.quarantine.Quarantine`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ from PIL.Image import Image
 from imagegate.jobs.audit import AuditEntry
 from imagegate.jobs.models import ErrorInfo, Job
 from imagegate.storage import Storage
-from imagegate.storage.keys import preview_key
-from imagegate.storage.png import encode_png
+from imagegate.storage.quarantine import Quarantine
 
 if TYPE_CHECKING:
     from imagegate.safety.verdict import Verdict
@@ -36,9 +37,12 @@ class Screened:
 
 
 class OutputGate:
-    def __init__(self, check: ImageCheck | None, storage: Storage) -> None:
+    def __init__(
+        self, check: ImageCheck | None, storage: Storage, *, hold_for_review: bool = False
+    ) -> None:
         self.check = check
-        self.storage = storage
+        self.vault = Quarantine(storage)
+        self.hold_for_review = hold_for_review
 
     def screen(self, job: Job, images: Sequence[Image]) -> Screened:
         if self.check is None:
@@ -49,29 +53,27 @@ class OutputGate:
         flagged = [v for v in verdicts if v.flagged]
         if not flagged:
             return Screened(False, moderation)
-        return Screened(True, moderation, _audit(job, flagged))
+        action = "review" if self.hold_for_review else "block"
+        return Screened(True, moderation, _audit(job, flagged, action))
 
     def passes(self, image: Image) -> bool:
         return self.check is None or not self.check(image).flagged
 
-    def quarantine(self, job: Job, images: Sequence[Image]) -> None:
+    def quarantine(self, job: Job, pngs: Sequence[bytes]) -> None:
         """Keep the withheld images for reviewers, outside anything the API serves."""
-        for index, image in enumerate(images):
-            key = f"quarantine/{job.id[:2]}/{job.id}/{index}.png"
-            self.storage.put(key, encode_png(image, {"job_id": job.id}))
-        for step in range(1, job.spec.steps + 1):  # its previews go too: they show the same
-            self.storage.delete(preview_key(job.id, step))
+        self.vault.keep(job, pngs)
 
 
 def _result(verdict: Verdict) -> dict[str, Any]:
     return {
         "flagged": verdict.flagged,
+        "categories": sorted(verdict.categories),
         "reasons": list(verdict.reasons),
         "scores": {label: s for scores in verdict.scores.values() for label, s in scores.items()},
     }
 
 
-def _audit(job: Job, flagged: Sequence[Verdict]) -> AuditEntry:
+def _audit(job: Job, flagged: Sequence[Verdict], action: str) -> AuditEntry:
     categories = sorted({c for v in flagged for c in v.categories})
     reasons = list(dict.fromkeys(r for v in flagged for r in v.reasons))
     return AuditEntry(
@@ -79,7 +81,7 @@ def _audit(job: Job, flagged: Sequence[Verdict]) -> AuditEntry:
         prompt=job.spec.prompt,
         normalized_prompt=job.spec.full_prompt,
         stage="output",
-        action="block",
+        action=action,
         categories=tuple(categories),
         reasons=tuple(reasons),
         job_id=job.id,

@@ -193,11 +193,15 @@ class Worker:
     def _record(self, claim: Claim, images: list[Image], elapsed_ms: int, batch: int) -> None:
         job, model = claim.job, self.ctx.generator.model_name
         screened = self.ctx.gate.screen(job, images)
-        if screened.blocked:
-            self._withhold(claim, images, screened)
-            return
-        stored = [self._store_image(job, i, image, model) for i, image in enumerate(images)]
+        pngs = [_png(job, i, image, model) for i, image in enumerate(images)]
         meta = GenerationMeta(job.spec.seed, model, elapsed_ms, batch)
+        if screened.blocked:
+            self._withhold(claim, pngs, meta, screened)
+            return
+        stored = [
+            self._store_image(job, i, png, image)
+            for i, (png, image) in enumerate(zip(pngs, images, strict=True))
+        ]
         if self.ctx.store.complete(claim, stored, meta, screened.moderation):
             log.info("job.completed", job=job.id, ms=elapsed_ms, worker=self.name)
             return
@@ -206,27 +210,20 @@ class Worker:
         for image in stored:
             self.ctx.storage.delete(image.storage_key)
 
-    def _withhold(self, claim: Claim, images: list[Image], screened: Screened) -> None:
-        self.ctx.gate.quarantine(claim.job, images)
-        if self.ctx.store.fail(claim, OUTPUT_BLOCKED, screened.moderation) and screened.audit:
-            self.ctx.store.record_audit(screened.audit)
-        log.warning("job.output_blocked", job=claim.job.id)
+    def _withhold(
+        self, claim: Claim, pngs: list[bytes], meta: GenerationMeta, screened: Screened
+    ) -> None:
+        gate, store = self.ctx.gate, self.ctx.store
+        gate.quarantine(claim.job, pngs)
+        if gate.hold_for_review:
+            done = store.hold_output(claim, meta, screened.moderation)
+        else:
+            done = store.fail(claim, OUTPUT_BLOCKED, screened.moderation)
+        if done and screened.audit:
+            store.record_audit(screened.audit)
+        log.warning("job.output_withheld", job=claim.job.id, review=gate.hold_for_review)
 
-    def _store_image(self, job: Job, index: int, image: Image, model: str) -> ImageRecord:
-        spec = job.spec
-        png = encode_png(
-            image,
-            {
-                "prompt": spec.full_prompt,
-                "negative_prompt": spec.negative_prompt or "",
-                "seed": str(spec.seed + index),
-                "model": model,
-                "size": f"{spec.width}x{spec.height}",
-                "steps": str(spec.steps),
-                "guidance": str(spec.guidance),
-                "job_id": job.id,
-            },
-        )
+    def _store_image(self, job: Job, index: int, png: bytes, image: Image) -> ImageRecord:
         image_id = str(uuid.uuid4())
         key = image_key(job.id, image_id)
         self.ctx.storage.put(key, png)
@@ -307,4 +304,22 @@ def _request(job: Job) -> GenerationRequest:
         guidance=spec.guidance,
         seed=spec.seed,
         n=spec.n,
+    )
+
+
+def _png(job: Job, index: int, image: Image, model: str) -> bytes:
+    """The PNG as served, with the generation parameters in its text chunks."""
+    spec = job.spec
+    return encode_png(
+        image,
+        {
+            "prompt": spec.full_prompt,
+            "negative_prompt": spec.negative_prompt or "",
+            "seed": str(spec.seed + index),
+            "model": model,
+            "size": f"{spec.width}x{spec.height}",
+            "steps": str(spec.steps),
+            "guidance": str(spec.guidance),
+            "job_id": job.id,
+        },
     )

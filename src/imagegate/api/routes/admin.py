@@ -7,12 +7,13 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Response
 
 from imagegate.api.deps import LinksDep, RuntimeDep
 from imagegate.api.schemas import JobOut
 from imagegate.errors import Unauthorized
 from imagegate.jobs.audit import AuditEntry
+from imagegate.jobs.states import Status
 from imagegate.runtime import Runtime
 
 
@@ -48,6 +49,17 @@ def reject(job_id: str, reviewer: AdminDep, runtime: RuntimeDep, links: LinksDep
     return JobOut.of(_decide(runtime, job_id, reviewer, approve=False), links)
 
 
+@router.get(
+    "/reviews/{job_id}/images/{index}",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def withheld_image(_: AdminDep, runtime: RuntimeDep, job_id: str, index: int) -> Response:
+    """An image the output gate withheld (quarantined), for the reviewer to look at."""
+    png = runtime.quarantine.get(runtime.store.get(job_id), index)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
 @router.get("/audit")
 def audit_log(
     _: AdminDep,
@@ -70,15 +82,40 @@ def audit_counts(_: AdminDep, runtime: RuntimeDep) -> dict[str, dict[str, int]]:
 
 
 def _decide(runtime: Runtime, job_id: str, reviewer: str, approve: bool) -> Any:
+    """Record the decision. A job held for its images has them released from quarantine
+    first, and the copies dropped again if the decision cannot be recorded."""
     job = runtime.store.get(job_id)
-    checked = (job.moderation or {}).get("input") or {}
+    categories, reasons = _what_held(job.moderation or {})
     entry = AuditEntry(
         owner=job.owner,
         prompt=job.spec.prompt,
         normalized_prompt=job.spec.full_prompt,
         stage="review",
         action="approve" if approve else "reject",
-        categories=tuple(c for c, hit in checked.get("categories", {}).items() if hit),
-        reasons=tuple(checked.get("reasons", ())),
+        categories=categories,
+        reasons=reasons,
     )
-    return runtime.store.review(job_id, approve, reviewer, entry)
+    held_output = job.status is Status.PENDING_REVIEW and job.meta is not None
+    if not (approve and held_output):  # rejected, held before it ran, or not held
+        return runtime.store.review(job_id, approve, reviewer, entry)
+    released = runtime.quarantine.release(job)
+    try:
+        decided = runtime.store.review(job_id, approve, reviewer, entry, released)
+    except Exception:
+        runtime.quarantine.settle(job, released, recorded=False)
+        raise
+    runtime.quarantine.settle(job, released, recorded=True)
+    return decided
+
+
+def _what_held(moderation: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The categories and reasons of the check that held the job: its prompt's, or, for
+    a job held after it ran, its images'."""
+    outputs = [o for o in moderation.get("output") or () if o.get("flagged")]
+    if outputs:
+        categories = sorted({c for o in outputs for c in o.get("categories", ())})
+        reasons = tuple(dict.fromkeys(r for o in outputs for r in o.get("reasons", ())))
+        return tuple(categories), reasons
+    checked = moderation.get("input") or {}
+    hits = tuple(c for c, hit in checked.get("categories", {}).items() if hit)
+    return hits, tuple(checked.get("reasons", ()))
