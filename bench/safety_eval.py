@@ -10,6 +10,10 @@ pipeline (terms, then the semantic model; no remote service). A prompt counts as
 when it is refused or held for review. Targets for (c): recall >= 95%, false positives
 <= 3%, and a p95 check time <= 10 ms once the model is loaded. The prompts each filter
 gets wrong go to bench/results/safety.json; --show prints them too.
+
+What checking adds to a submission is also measured end to end: two servers on loopback,
+one with the whole pipeline and one with safety off, take the same test prompts in turn
+(POST /v1/jobs, no workers), and the p50 and p95 of the two are compared.
 """
 
 from __future__ import annotations
@@ -18,19 +22,23 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from imagegate.api.server import background_server
 from imagegate.safety.baseline import original_filter
 from imagegate.safety.dataset import LabelledPrompt, Measurement, measure, read_prompts
 from imagegate.safety.normalize import normalize
 from imagegate.safety.pipeline import SafetyPipeline, build_pipeline
 from imagegate.safety.terms import TermStage
 from imagegate.safety.verdict import Action
-from imagegate.settings import Settings
+from imagegate.settings import Settings, load_settings
 
 RESULTS = Path(__file__).parent / "results"
 TEST_HALF = Path(__file__).parent.parent / "tests" / "data" / "safety" / "test.jsonl"
@@ -50,7 +58,7 @@ def main() -> None:
         "pipeline": lambda text: pipeline.check(text).flagged,
     }
     measured = {name: measure(prompts, stops) for name, stops in filters.items()}
-    latency = _latency(pipeline, prompts)
+    latency = _latency(pipeline, prompts) | _submission(prompts)
     result = _result(prompts, measured, latency, load_s)
     _print(result, measured["pipeline"], show="--show" in sys.argv[1:])
     RESULTS.mkdir(exist_ok=True)
@@ -77,6 +85,38 @@ def _latency(pipeline: SafetyPipeline, prompts: list[LabelledPrompt]) -> dict[st
     }
 
 
+def _submission(prompts: list[LabelledPrompt]) -> dict[str, float]:
+    """POST /v1/jobs with the whole pipeline and with safety off, side by side."""
+    times: dict[str, list[float]] = {"on": [], "off": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        common = {"log_level": "warning", "safety_remote_url": None, "output_moderation": False}
+        on = load_settings(data_dir=Path(scratch) / "on", safety_semantic=True, **common)
+        off = load_settings(data_dir=Path(scratch) / "off", safety_enabled=False, **common)
+        with (
+            background_server(on, 0) as url_on,
+            background_server(off, 0) as url_off,
+            httpx.Client(timeout=30) as client,
+        ):
+            while client.get(f"{url_on}/ready").status_code != 200:
+                time.sleep(0.2)
+            for prompt in prompts:
+                for name, url in (("on", url_on), ("off", url_off)):
+                    started = time.perf_counter()
+                    client.post(f"{url}/v1/jobs", json={"prompt": prompt.text})
+                    times[name].append((time.perf_counter() - started) * 1000)
+    on_p50, on_p95 = _percentile(times["on"], 50), _percentile(times["on"], 95)
+    off_p50, off_p95 = _percentile(times["off"], 50), _percentile(times["off"], 95)
+    return {
+        "submissions": len(times["on"]),
+        "submit_ms_p50_safety_on": on_p50,
+        "submit_ms_p95_safety_on": on_p95,
+        "submit_ms_p50_safety_off": off_p50,
+        "submit_ms_p95_safety_off": off_p95,
+        "submit_added_ms_p50": round(on_p50 - off_p50, 2),
+        "submit_added_ms_p95": round(on_p95 - off_p95, 2),
+    }
+
+
 def _percentile(values: list[float], pct: int) -> float:
     return round(statistics.quantiles(values, n=100, method="inclusive")[pct - 1], 2)
 
@@ -100,7 +140,10 @@ def _result(
         },
         "pipeline_missed": [p.text for p in measured["pipeline"].missed],
         "pipeline_false_positives": [p.text for p in measured["pipeline"].wrongly_stopped],
-        "targets": "pipeline recall >= 0.95, false_positive_rate <= 0.03, check_ms_p95 <= 10",
+        "targets": (
+            "pipeline recall >= 0.95, false_positive_rate <= 0.03, "
+            "check_ms_p95 <= 10 (and submit_added_ms_p95 <= 10)"
+        ),
     }
 
 
@@ -160,6 +203,13 @@ def _print(result: dict[str, Any], pipeline: Measurement, *, show: bool) -> None
         f"(semantic stage p50 {latency['semantic_ms_p50']} ms, p95 {latency['semantic_ms_p95']} "
         f"ms); load and warm-up {result['model_load_and_warm_up_s']} s; "
         f"load average {result['machine']['load_average_1m']}"
+    )
+    print(
+        f"submission over HTTP, safety on vs off ({latency['submissions']} each): "
+        f"p50 {latency['submit_ms_p50_safety_on']} vs {latency['submit_ms_p50_safety_off']} "
+        f"ms, p95 {latency['submit_ms_p95_safety_on']} vs "
+        f"{latency['submit_ms_p95_safety_off']} ms: checking adds "
+        f"{latency['submit_added_ms_p50']} ms at p50, {latency['submit_added_ms_p95']} ms at p95"
     )
     if not show:
         return

@@ -100,6 +100,30 @@ def test_a_blocked_prompt_is_refused_and_audited(api: httpx.Client) -> None:
     assert counts["by_category"]["gore"] == 2 and counts["by_action"]["block"] == 2
 
 
+def metric(api: httpx.Client, name: str, **labels: str) -> float:
+    """One sample of GET /metrics, read with Prometheus's own parser; 0 when absent."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = api.get("/metrics")
+    assert body.headers["content-type"].startswith("text/plain")
+    for family in text_string_to_metric_families(body.text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
+def test_metrics_count_safety_decisions_and_jobs(api: httpx.Client) -> None:
+    block = {"stage": "input", "action": "block", "category": "weapons"}
+    before = metric(api, "imagegate_safety_decisions_total", **block)
+    assert api.post("/v1/jobs", json={"prompt": "a gunman in a mall"}).status_code == 400
+    assert metric(api, "imagegate_safety_decisions_total", **block) == before + 1
+    job = api.post("/v1/jobs", json={"prompt": "a calm lake"}).json()
+    wait_for_job(api, job["id"])
+    assert metric(api, "imagegate_jobs", status="completed") == 1
+    assert metric(api, "imagegate_jobs", status="pending_review") == 0
+
+
 def test_innocent_compounds_pass(api: httpx.Client) -> None:
     for prompt in ("a glue gun on a workbench", "a butter knife on toast", "Scunthorpe at dusk"):
         response = api.post("/v1/jobs", json={"prompt": prompt})

@@ -27,7 +27,11 @@ class AuditEntry:
     at: datetime | None = field(default=None, compare=False)
 
 
+AUDITED = "imagegate_audited"  # Connection.info key: entries this transaction recorded
+
+
 def record(conn: Connection, entry: AuditEntry, now: datetime, job_id: str | None = None) -> None:
+    conn.info.setdefault(AUDITED, []).append(entry)
     conn.execute(
         insert(audit_log).values(
             at=now,

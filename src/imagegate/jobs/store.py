@@ -14,9 +14,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, insert, or_, select, text, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, update
 from sqlalchemy.sql.elements import ColumnElement
 
+from imagegate import metrics
 from imagegate.errors import IllegalTransition, JobNotFound
 from imagegate.jobs import audit, events, queue
 from imagegate.jobs.audit import AuditEntry
@@ -199,6 +200,13 @@ class JobStore:
             decided_job = self._with_images(conn, [row_of(conn, job_id)])[0]
         self.wakeup.notify()
         return decided_job  # as decided: a worker may claim it the moment this commits
+
+    def status_counts(self) -> dict[str, int]:
+        """Jobs per status (every status, zeros included)."""
+        query = select(jobs.c.status, func.count()).group_by(jobs.c.status)
+        with self.engine.connect() as conn:
+            counted: dict[str, int] = dict(conn.execute(query).all())
+        return {s.value: counted.get(s.value, 0) for s in Status}
 
     def pending_review(self, limit: int = 50) -> list[Job]:
         """The review queue, oldest first."""
@@ -638,6 +646,9 @@ class JobStore:
                 yield conn
             finally:
                 news = conn.info.pop(NEWS, [])
+                audited: list[AuditEntry] = conn.info.pop(audit.AUDITED, [])
+        for entry in audited:
+            metrics.count_decision(entry.stage, entry.action, entry.categories)
         for job_id in dict.fromkeys(news):
             for publish in self.publishers:
                 publish(job_id)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
 
 from imagegate.api.deps import RuntimeDep
 from imagegate.api.schemas import StyleOut
+from imagegate.metrics import exposition
 from imagegate.prompts.styles import STYLES
 
 router = APIRouter()
@@ -20,6 +22,12 @@ def list_styles() -> list[StyleOut]:
     return [
         StyleOut(name=s.name, description=s.description, suffix=s.suffix) for s in STYLES.values()
     ]
+
+
+@router.get("/metrics", tags=["probes"], response_class=Response)
+def metrics(runtime: RuntimeDep) -> Response:
+    """Prometheus metrics: safety decisions, and jobs by status."""
+    return Response(exposition(runtime.store.status_counts()), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/health", tags=["probes"])
