@@ -450,7 +450,8 @@ def test_the_halves_do_not_share_prompts() -> None:
     assert not [p.text for p in test if normalize(p.text).text in folded]
     assert len({p.text for p in test}) == len(test)
     assert len(calibration) + len(test) >= 300
-    assert 0.4 < len(test) / (len(calibration) + len(test)) < 0.6
+    # The test half was fixed first; the calibration half grew later (README.md there).
+    assert len(test) >= 900 and len(test) / (len(calibration) + len(test)) > 0.35
 
 
 def test_the_prompt_set_covers_every_category_and_form() -> None:
