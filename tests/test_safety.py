@@ -311,6 +311,25 @@ def test_the_model_loads_once_per_process(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [shared_embedder(tmp_path).cached_model().name]
 
 
+def test_a_model_that_cannot_load_answers_503_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imagegate.errors import ServiceUnavailable
+    from imagegate.safety import embedder as module
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be")
+    exports: list[Path] = []
+    monkeypatch.setattr(module, "export_int8", lambda source, target: exports.append(target))
+    embedder = module.MiniLMEmbedder(blocked)
+    with pytest.raises(ServiceUnavailable, match="FileExistsError"):
+        embedder.embed(["a calm lake"])
+    blocked.unlink()  # the cause is gone, but the failure is remembered: no second try
+    with pytest.raises(ServiceUnavailable, match="FileExistsError"):
+        embedder.embed(["a calm lake"])
+    assert exports == []
+
+
 def test_the_int8_model_keeps_the_meaning_of_the_float_one(tmp_path: Path) -> None:
     """Compared with the model run as shipped (PyTorch, float32, mean pooled)."""
     import torch

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,9 @@ import httpx
 import pytest
 from PIL.Image import Image
 
+from imagegate.errors import IllegalTransition
 from imagegate.generators import GenerationRequest, StepCallback, StepInfo
+from imagegate.jobs.audit import AuditEntry
 from imagegate.jobs.states import Status
 from imagegate.jobs.store import JobStore
 from imagegate.safety.output import OutputModerator
@@ -298,6 +301,51 @@ def test_a_reviewer_can_reject_a_flagged_image(
     assert len(list(root.glob("quarantine/**/*.png"))) == 1  # kept for the record
     actions = [e["action"] for e in api.get("/v1/admin/audit", headers=ADMIN).json()["data"]]
     assert actions == ["reject", "review"]
+
+
+def test_two_reviewers_approving_at_once_release_the_images_once(
+    held_image: tuple[httpx.Client, str, Path],
+) -> None:
+    api, job_id, root = held_image
+    url = f"/v1/admin/reviews/{job_id}/approve"
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda _: api.post(url, headers=ADMIN), range(4)))
+    codes = sorted(answer.status_code for answer in answers)
+    assert codes == [200, 409, 409, 409], [a.json() for a in answers]
+    (image,) = api.get(f"/v1/jobs/{job_id}").json()["images"]
+    served = [p for p in root.rglob("*.png") if "quarantine" not in p.parts]
+    assert len(served) == 1 and api.get(image["url"]).status_code == 200  # no stray copies
+
+
+def test_holding_an_image_clears_the_last_attempt_and_a_cancel_wins(
+    store: JobStore, tmp_path: Path
+) -> None:
+    from imagegate.jobs.models import ErrorInfo, GenerationMeta
+
+    meta = GenerationMeta(1, "fixed", 10)
+    store.submit(spec(), "local")
+    (first,) = store.claim(lease_s=30)
+    assert store.retry_later(first, ErrorInfo("flaky", "try again", retryable=True), 0.0)
+    (second,) = store.claim(lease_s=30)
+    assert store.hold_output(second, meta, {"output": [{"flagged": True}]})
+    held = store.get(second.job.id)
+    assert held.status is Status.PENDING_REVIEW and held.error is None and held.review is None
+    store.submit(spec(), "local")
+    (running,) = store.claim(lease_s=30)
+    store.cancel(running.job.id)  # asked while it runs
+    assert store.hold_output(running, meta, {"output": [{"flagged": True}]})
+    assert store.get(running.job.id).status is Status.CANCELED
+
+
+def test_approving_a_job_held_before_it_ran_never_completes_it(
+    strict: httpx.Client, store: JobStore
+) -> None:
+    job = strict.post("/v1/jobs", json={"prompt": "a dangerous cliff edge"}).json()
+    entry = AuditEntry(owner="local", prompt="", normalized_prompt="", stage="review",
+                       action="approve", categories=(), reasons=())  # fmt: skip
+    with pytest.raises(IllegalTransition):
+        store.review(job["id"], True, "admin", entry, released=[])
+    assert store.get(job["id"]).status is Status.PENDING_REVIEW
 
 
 def test_a_clean_image_passes_the_gate_with_its_verdict(

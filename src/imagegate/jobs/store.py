@@ -414,11 +414,19 @@ class JobStore:
         return done
 
     def hold_output(
-        self, claim: Claim, meta: GenerationMeta, moderation: dict[str, Any] | None
+        self,
+        claim: Claim,
+        meta: GenerationMeta,
+        moderation: dict[str, Any] | None,
+        entry: AuditEntry | None = None,
     ) -> bool:
-        """The job ran but its images were withheld: it waits for a reviewer, unleased."""
+        """The job ran but its images were withheld: it waits for a reviewer, unleased,
+        with no error from an earlier attempt and no earlier review decision. A cancel
+        asked for meanwhile wins."""
         with self._write() as conn:
-            return self._transition(
+            if self._cancel_if_asked(conn, claim.job.id, *held_by(claim)):
+                return True
+            held = self._transition(
                 conn,
                 claim.job.id,
                 Status.PENDING_REVIEW,
@@ -428,13 +436,25 @@ class JobStore:
                 generation_time_ms=meta.generation_time_ms,
                 batch_size=meta.batch_size,
                 moderation=moderation,
+                review_decision=None,
+                reviewed_by=None,
+                reviewed_at=None,
+                **error_values(None),
                 **unleased(),
             )
+            if held and entry:  # audited in the same transaction: never one without the other
+                audit.record(conn, entry, self._now(), claim.job.id)
+            return held
 
     def fail(
-        self, claim: Claim, error: ErrorInfo, moderation: dict[str, Any] | None = None
+        self,
+        claim: Claim,
+        error: ErrorInfo,
+        moderation: dict[str, Any] | None = None,
+        entry: AuditEntry | None = None,
     ) -> bool:
-        return self._finish(claim, Status.FAILED, error, moderation)
+        """End the job as failed; ``entry`` is audited in the same transaction."""
+        return self._finish(claim, Status.FAILED, error, moderation, entry)
 
     def finish_canceled(self, claim: Claim) -> bool:
         return self._finish(claim, Status.CANCELED, CANCELED)
@@ -455,10 +475,11 @@ class JobStore:
         target: Status,
         error: ErrorInfo,
         moderation: dict[str, Any] | None = None,
+        entry: AuditEntry | None = None,
     ) -> bool:
         checked: dict[str, Any] = {"moderation": moderation} if moderation else {}
         with self._write() as conn:
-            return self._transition(
+            done = self._transition(
                 conn,
                 claim.job.id,
                 target,
@@ -468,6 +489,9 @@ class JobStore:
                 **checked,
                 **error_values(error),
             )
+            if done and entry:
+                audit.record(conn, entry, self._now(), claim.job.id)
+            return done
 
     def _requeue(self, claim: Claim, delay_s: float, **values: Any) -> bool:
         run_after = self._now() + timedelta(seconds=delay_s)

@@ -180,7 +180,9 @@ def _above(ranked: NDArray[np.float64], allowed: int) -> float:
     scores reach it; below them all when there are no more than that."""
     if allowed >= len(ranked):
         return math.floor(float(ranked[-1]) - 1.0) if len(ranked) else 0.0
-    return math.floor(float(ranked[allowed]) * 10_000 + 1) / 10_000
+    score = float(ranked[allowed])
+    cut = round(math.floor(score * 10_000) / 10_000 + 0.0001, 4)
+    return cut if cut > score else round(cut + 0.0001, 4)  # float floor can land on it
 
 
 def digest(path: Path) -> str:

@@ -25,6 +25,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from imagegate.errors import ServiceUnavailable
+
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 RECIPE = "onnx-int8-per-channel-v1"  # change it when the export below changes
 MAX_TOKENS = 128  # prompts are short; longer ones are cut (the model was trained on 128)
@@ -49,6 +51,7 @@ class MiniLMEmbedder:
         self.cache_dir = cache_dir
         self._lock = threading.Lock()
         self._loaded: tuple[Any, Any] | None = None
+        self._failure: str | None = None
 
     @property
     def model_id(self) -> str:
@@ -69,9 +72,19 @@ class MiniLMEmbedder:
         return np.array(rows, dtype=np.float32).reshape(len(rows), -1)
 
     def load(self) -> tuple[Any, Any]:
+        """The tokenizer and session, loaded (and exported) on first use. A failure is
+        kept, so later checks answer 503 at once instead of each trying again."""
         with self._lock:
+            if self._failure is not None:
+                raise ServiceUnavailable(f"The prompt-safety model is unavailable: {self._failure}")
             if self._loaded is None:
-                self._loaded = self._load()
+                try:
+                    self._loaded = self._load()
+                except Exception as exc:
+                    self._failure = f"{type(exc).__name__}: {exc}"
+                    raise ServiceUnavailable(
+                        f"The prompt-safety model is unavailable: {self._failure}"
+                    ) from exc
             return self._loaded
 
     def _load(self) -> tuple[Any, Any]:

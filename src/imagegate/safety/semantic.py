@@ -84,15 +84,15 @@ class SemanticModel:
         return tuple(c for c in self.classes if not c.startswith(BENIGN))
 
     def scores(self, vectors: Vectors) -> list[tuple[float, dict[str, float]]]:
-        """Per text: the probability that it is harmful (one less the benign classes'),
-        and the probability of each harmful category, rounded as reported to callers."""
+        """Per text: the probability that it is harmful (one less the benign classes'), as
+        the thresholds were cut in it, and each harmful category's, rounded as reported."""
         logits = vectors.astype(np.float64) @ self.weights.T + self.bias
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         rows = exp / exp.sum(axis=1, keepdims=True)
         harmful = [i for i, c in enumerate(self.classes) if not c.startswith(BENIGN)]
         return [
             (
-                round(float(row[harmful].sum()), 4),
+                float(row[harmful].sum()),
                 {self.classes[i]: round(float(row[i]), 4) for i in harmful},
             )
             for row in rows

@@ -32,15 +32,19 @@ class Quarantine:
     def release(self, job: Job) -> list[ImageRecord]:
         """Copies of a held job's images where the API serves them from. The withheld
         files stay until the approval is recorded (see :meth:`settle`)."""
-        records = []
-        for index in range(len((job.moderation or {}).get("output") or ())):
-            png, image_id = self.get(job, index), str(uuid.uuid4())
-            key = image_key(job.id, image_id)
-            self.storage.put(key, png)
-            spec = job.spec
-            records.append(
-                ImageRecord(image_id, job.id, index, key, spec.width, spec.height, len(png))
-            )
+        records: list[ImageRecord] = []
+        try:
+            for index in range(len((job.moderation or {}).get("output") or ())):
+                png, image_id = self.get(job, index), str(uuid.uuid4())
+                key = image_key(job.id, image_id)
+                self.storage.put(key, png)
+                spec = job.spec
+                records.append(
+                    ImageRecord(image_id, job.id, index, key, spec.width, spec.height, len(png))
+                )
+        except ImageNotFound:  # another reviewer's approval released them first
+            self.settle(job, records, recorded=False)
+            raise
         return records
 
     def settle(self, job: Job, released: Sequence[ImageRecord], *, recorded: bool) -> None:

@@ -216,11 +216,9 @@ class Worker:
         gate, store = self.ctx.gate, self.ctx.store
         gate.quarantine(claim.job, pngs)
         if gate.hold_for_review:
-            done = store.hold_output(claim, meta, screened.moderation)
+            store.hold_output(claim, meta, screened.moderation, screened.audit)
         else:
-            done = store.fail(claim, OUTPUT_BLOCKED, screened.moderation)
-        if done and screened.audit:
-            store.record_audit(screened.audit)
+            store.fail(claim, OUTPUT_BLOCKED, screened.moderation, screened.audit)
         log.warning("job.output_withheld", job=claim.job.id, review=gate.hold_for_review)
 
     def _store_image(self, job: Job, index: int, png: bytes, image: Image) -> ImageRecord:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 
 from imagegate.api.deps import LinksDep, RuntimeDep
 from imagegate.api.schemas import JobOut
-from imagegate.errors import Unauthorized
+from imagegate.errors import IllegalTransition, ImageNotFound, Unauthorized
 from imagegate.jobs.audit import AuditEntry
 from imagegate.jobs.states import Status
 from imagegate.runtime import Runtime
@@ -98,7 +98,15 @@ def _decide(runtime: Runtime, job_id: str, reviewer: str, approve: bool) -> Any:
     held_output = job.status is Status.PENDING_REVIEW and job.meta is not None
     if not (approve and held_output):  # rejected, held before it ran, or not held
         return runtime.store.review(job_id, approve, reviewer, entry)
-    released = runtime.quarantine.release(job)
+    try:
+        released = runtime.quarantine.release(job)
+    except ImageNotFound:
+        decided_meanwhile = runtime.store.get(job_id)
+        if decided_meanwhile.status is Status.PENDING_REVIEW:
+            raise  # still held, but its images are gone: nothing to release
+        raise IllegalTransition(
+            "The job is not waiting for this review.", job_status=decided_meanwhile.status
+        ) from None
     try:
         decided = runtime.store.review(job_id, approve, reviewer, entry, released)
     except Exception:
