@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from imagegate.safety.baseline import original_filter
 from imagegate.safety.calibrate import calibrate
 from imagegate.safety.dataset import FORMS, measure, read_prompts
-from imagegate.safety.embedder import shared_embedder
+from imagegate.safety.embedder import MiniLMEmbedder, shared_embedder
 from imagegate.safety.normalize import normalize
 from imagegate.safety.pipeline import SafetyPipeline, build_pipeline, moderation_result
 from imagegate.safety.remote import RemoteStage
@@ -308,7 +308,8 @@ def test_the_model_loads_once_per_process(tmp_path: Path) -> None:
     assert shared_embedder(tmp_path) is shared_embedder(tmp_path)
     first = shared_embedder(tmp_path).load()
     assert shared_embedder(tmp_path).load() is first
-    assert [p.name for p in tmp_path.iterdir()] == [shared_embedder(tmp_path).cached_model().name]
+    model = shared_embedder(tmp_path).cached_model()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".export.lock", model.name]
 
 
 def test_a_model_that_cannot_load_answers_503_at_once(
@@ -328,6 +329,25 @@ def test_a_model_that_cannot_load_answers_503_at_once(
     with pytest.raises(ServiceUnavailable, match="FileExistsError"):
         embedder.embed(["a calm lake"])
     assert exports == []
+
+
+def test_without_the_export_packages_a_missing_model_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from imagegate.errors import ServiceUnavailable
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "onnxscript" else real_find_spec(name, *args),
+    )
+    with pytest.raises(ServiceUnavailable, match=r"exporting it needs onnxscript"):
+        MiniLMEmbedder(tmp_path).embed(["a calm lake"])
+    # with the file cached, running needs none of them
+    assert MiniLMEmbedder(Settings().model_cache_dir).embed(["a calm lake"]).shape == (1, 384)
 
 
 def test_the_int8_model_keeps_the_meaning_of_the_float_one(tmp_path: Path) -> None:

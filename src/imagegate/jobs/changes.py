@@ -29,7 +29,7 @@ EVENT_OF = {
 }
 # How often a claiming store looks for jobs whose lease expired (a dead worker's).
 RECOVERY_INTERVAL = timedelta(seconds=1)
-REJECTED = ErrorInfo("rejected_by_review", "A reviewer rejected this job's prompt.")
+REJECTED = ErrorInfo("rejected_by_review", "A reviewer rejected this job.")
 OVERDUE = ErrorInfo("timeout", "The job ran far past the job timeout and was stopped.", True)
 WORKER_LOST = ErrorInfo("worker_lost", "The worker running this job stopped answering.", True)
 

