@@ -338,6 +338,7 @@ def test_without_the_export_packages_a_missing_model_says_what_to_install(
 
     from imagegate.errors import ServiceUnavailable
 
+    MiniLMEmbedder(Settings().model_cache_dir).cached_model()  # exported, if it was not yet
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util,
