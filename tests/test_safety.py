@@ -53,6 +53,18 @@ def pipeline() -> SafetyPipeline:
     return build_pipeline(Settings(safety_semantic=True, safety_remote_url=None))
 
 
+def hide_package(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make ``importlib.util.find_spec`` report the package ``name`` as not installed."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda wanted, *args: None if wanted == name else real_find_spec(wanted, *args),
+    )
+
+
 # normalisation
 
 
@@ -334,17 +346,10 @@ def test_a_model_that_cannot_load_answers_503_at_once(
 def test_without_the_export_packages_a_missing_model_says_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import importlib.util
-
     from imagegate.errors import ServiceUnavailable
 
     MiniLMEmbedder(Settings().model_cache_dir).cached_model()  # exported, if it was not yet
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *args: None if name == "onnxscript" else real_find_spec(name, *args),
-    )
+    hide_package(monkeypatch, "onnxscript")
     with pytest.raises(ServiceUnavailable, match=r"exporting it needs onnxscript"):
         MiniLMEmbedder(tmp_path).embed(["a calm lake"])
     # with the file cached, running needs none of them
@@ -621,13 +626,6 @@ def test_without_a_remote_url_there_is_no_remote_stage() -> None:
 def test_the_semantic_stage_without_its_packages_fails_at_build_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import importlib.util
-
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *args: None if name == "onnxruntime" else real_find_spec(name, *args),
-    )
+    hide_package(monkeypatch, "onnxruntime")
     with pytest.raises(RuntimeError, match=r"needs onnxruntime: install imagegate\[safety\]"):
         build_pipeline(Settings(safety_semantic=True))
