@@ -10,6 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from imagegate.jobs.store import JobStore
 from imagegate.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.helpers import eventually, wait_for_job
@@ -148,6 +149,18 @@ def test_cancel_a_generating_job_stops_it_at_the_next_step(
     assert done["status"] == "canceled"
     assert done["images"] == []
     assert done["progress"]["step"] < 100
+
+
+def test_an_api_without_workers_recovers_the_job_of_a_dead_worker(
+    api_without_workers: httpx.Client, store: JobStore
+) -> None:
+    job = api_without_workers.post("/v1/jobs", json={"prompt": "a lighthouse"}).json()
+    (claim,) = store.claim(lease_s=0.5)  # a worker that dies at once: its lease runs out
+    assert claim.job.id == job["id"]
+    assert api_without_workers.get(f"/v1/jobs/{job['id']}").json()["status"] == "generating"
+    back = wait_for_job(api_without_workers, job["id"], statuses={"queued"}, timeout_s=20)
+    assert back["status"] == "queued"  # in the queue again, where an autoscaler sees it
+    assert store.get(job["id"]).attempts == 1
 
 
 def test_cancel_a_finished_job_is_a_conflict(api: httpx.Client) -> None:

@@ -58,6 +58,7 @@ class Runtime:
         self.workers_wanted = 0
         self.safety_state = "ok" if not settings.safety_enabled else "loading"
         self.load_error: str | None = None
+        self._stopping = threading.Event()
 
     def start_workers(self, count: int, *, background: bool = False) -> None:
         """Load the model once, then start ``count`` worker threads that share it.
@@ -109,6 +110,22 @@ class Runtime:
         shared_detector()
         return OutputModerator(thresholds=self.settings.nudenet_thresholds).check
 
+    def start_upkeep(self) -> None:
+        """Recover the jobs of dead workers and fail stuck ones from the API process too.
+
+        Workers do this as they claim and renew, but with every worker gone (scaled to
+        zero, or crashed) a job whose lease ran out would stay ``generating``, out of the
+        queue that a worker autoscaler watches. Started when this process runs no worker.
+        """
+        threading.Thread(target=self._upkeep, name="upkeep", daemon=True).start()
+
+    def _upkeep(self) -> None:
+        while not self._stopping.wait(self.settings.poll_interval_s):
+            try:
+                self.store.maintain()
+            except Exception:  # the database may be away for a while: try again later
+                log.exception("upkeep.failed")
+
     def start_safety(self) -> None:
         """Load the prompt-safety models in the background; ``/ready`` waits for them."""
         threading.Thread(target=self._warm_safety, name="safety-warm-up", daemon=True).start()
@@ -148,6 +165,7 @@ class Runtime:
         return self.workers_wanted == 0 or self.pool is not None
 
     def close(self, grace_s: float | None = None) -> None:
+        self._stopping.set()
         if self.pool is not None:
             self.pool.stop(grace_s)
         if self._listener is not None:

@@ -38,6 +38,8 @@ def create_app(settings: Settings | None = None, workers: int | None = None) -> 
         runtime.start_events(asyncio.get_running_loop())
         runtime.start_safety()
         runtime.start_workers(count, background=True)
+        if count <= 0:
+            runtime.start_upkeep()
         app.state.runtime = runtime
         try:
             yield
