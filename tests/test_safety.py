@@ -461,6 +461,17 @@ def test_checks_from_several_threads_agree_with_serial_ones(pipeline: SafetyPipe
 # calibration and data
 
 
+@pytest.mark.parametrize("score", [0.0029, 0.12346, 0.5, 0.99999])
+def test_a_threshold_is_cut_strictly_above_the_benign_score_it_allows_no_more(
+    score: float,
+) -> None:
+    from imagegate.safety.calibrate import _cut
+
+    cut = _cut(np.array([score, 0.0001]), rate=0.0)  # no benign prompt may reach it
+    assert score < cut <= score + 0.0002
+    assert cut == round(cut, 4)
+
+
 def test_the_shipped_model_comes_from_the_calibration_half() -> None:
     shipped = SemanticModel.load()
     embedder = shared_embedder(Settings().model_cache_dir)

@@ -57,7 +57,7 @@ def job_from_row(row: Mapping[Any, Any], images: Iterable[ImageRecord] = ()) -> 
         started_at=utc(row["started_at"]),
         finished_at=utc(row["finished_at"]),
         error=_error(row),
-        meta=_meta(row),
+        meta=generation_meta(row),
         progress=_progress(row),
         cancel_requested=bool(row["cancel_requested"]),
         images=tuple(images),
@@ -91,7 +91,8 @@ def _error(row: Mapping[Any, Any]) -> ErrorInfo | None:
     return ErrorInfo(row["error_code"], row["error_message"] or "", bool(row["error_retryable"]))
 
 
-def _meta(row: Mapping[Any, Any]) -> GenerationMeta | None:
+def generation_meta(row: Mapping[Any, Any]) -> GenerationMeta | None:
+    """How the job's images were made; None before it ran."""
     if row["model"] is None:
         return None
     return GenerationMeta(

@@ -54,7 +54,13 @@ from imagegate.jobs.models import (
 )
 from imagegate.jobs.queue import ahead_of
 from imagegate.jobs.retry import backoff_s
-from imagegate.jobs.rows import decode_cursor, encode_cursor, image_from_row, job_from_row
+from imagegate.jobs.rows import (
+    decode_cursor,
+    encode_cursor,
+    generation_meta,
+    image_from_row,
+    job_from_row,
+)
 from imagegate.jobs.rows import spec_values as _spec_values
 from imagegate.jobs.states import Status, sources_of
 from imagegate.jobs.tables import images, jobs
@@ -173,23 +179,26 @@ class JobStore:
         now = self._now()
         decided = {"reviewed_by": reviewer, "reviewed_at": now}
         ran = jobs.c.model.is_not(None)  # held for its output, not its prompt
+        guards: tuple[ColumnElement[bool], ...] = ()
         if approve and released is not None:
             target, event = Status.COMPLETED, {}
             values: dict[str, Any] = {"review_decision": "approved", "finished_at": now}
-            guard = ran
+            guards = (ran,)
         elif approve:
             target, event = Status.QUEUED, {"queue_position": None}
             values = {"review_decision": "approved"}
-            guard = ~ran
+            guards = (~ran,)
         else:
             target, event = Status.FAILED, error_event(REJECTED)
             values = {"review_decision": "rejected", "finished_at": now, **error_values(REJECTED)}
-            guard = jobs.c.id.is_not(None)
         with self._write() as conn:
             if target is Status.COMPLETED:
-                event = completed_event(released or (), _generation_meta(conn, job_id))
+                row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+                meta = generation_meta(row) if row is not None else None
+                if meta is not None:  # else it never ran, and the guard refuses it below
+                    event = completed_event(released or (), meta)
             if not self._transition(
-                conn, job_id, target, guard, from_=Status.PENDING_REVIEW, event=event,
+                conn, job_id, target, *guards, from_=Status.PENDING_REVIEW, event=event,
                 **decided, **values,
             ):  # fmt: skip
                 self._refuse(conn, job_id, None, "The job is not waiting for this review.")
@@ -680,16 +689,3 @@ class JobStore:
     def _notify_workers(self, conn: Connection) -> None:
         if self._postgres:
             conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
-
-
-def _generation_meta(conn: Connection, job_id: str) -> GenerationMeta:
-    row = conn.execute(
-        select(jobs.c.seed, jobs.c.model, jobs.c.generation_time_ms, jobs.c.batch_size).where(
-            jobs.c.id == job_id
-        )
-    ).first()
-    if row is None:  # the transition will refuse it
-        return GenerationMeta(0, "", 0)
-    return GenerationMeta(
-        row.seed, row.model or "", row.generation_time_ms or 0, row.batch_size or 1
-    )

@@ -87,7 +87,7 @@ def training_set(
 
 def _label(prompt: LabelledPrompt) -> str:
     """A harmful prompt's category; for a benign one, "benign", or "benign:<category>" when
-    it uses that category's words innocently (the detector only sees harmful or not)."""
+    it uses that category's words innocently."""
     if prompt.harmful:
         return prompt.category
     return BENIGN if prompt.category == "none" else f"{BENIGN}:{prompt.category}"
