@@ -11,15 +11,21 @@ RFC 9457 problem+json in one place (:mod:`imagegate.api.problems`)::
     │   └── BodyTooLarge (413)
     ├── NotFound (404)
     │   ├── JobNotFound
-    │   └── ImageNotFound
+    │   ├── ImageNotFound
+    │   ├── KeyNotFound
+    │   └── TenantNotFound
     ├── PromptRefused (400)               the safety pipeline blocked the prompt
-    ├── Unauthorized (401)                the admin token is missing or wrong
-    ├── Forbidden (403)
+    ├── Unauthorized (401)                no credential, or a bad, revoked or expired one
+    ├── BudgetExceeded (402)              the job's estimated cost would pass a budget
+    ├── Forbidden (403)                   the credential lacks the scope, or the object
     │   └── BadSignature                  tampered or expired signed URL
     ├── Conflict (409)
     │   └── IllegalTransition             the job's state does not allow this
-    ├── ServiceUnavailable (503)
-    │   └── ModelUnavailable              the model is missing; says how to fetch it
+    ├── RateLimited (429)                 a rate limit or concurrency cap; Retry-After
+    │   └── QuotaExceeded                 a daily quota
+    ├── ServiceUnavailable (503)          Retry-After
+    │   ├── ModelUnavailable              the model is missing; says how to fetch it
+    │   └── QueueFull                     the queue is at IMAGEGATE_MAX_QUEUE_DEPTH
     ├── WaitTimeout (504)                 a request waiting for its job outlived the timeout
     ├── RemoteError (502)                 another ImageGate refused a client's request
     └── GenerationError (500)             raised inside a worker; recorded on the job
@@ -43,10 +49,12 @@ class ImageGateError(Exception):
     code: ClassVar[str] = "internal_error"
     status: ClassVar[int] = 500
     retryable: ClassVar[bool] = False
+    retry_after_s: int | None = None  # sent as Retry-After
 
     def __init__(self, message: str | None = None, **extra: Any) -> None:
         self.message = message or (self.__doc__ or "").strip().splitlines()[0]
         self.extra = extra
+        self.headers: dict[str, str] = {}  # more response headers (RateLimit, say)
         super().__init__(self.message)
 
 
@@ -99,6 +107,18 @@ class ImageNotFound(NotFound):
     code = "image_not_found"
 
 
+class KeyNotFound(NotFound):
+    """No API key has this id."""
+
+    code = "key_not_found"
+
+
+class TenantNotFound(NotFound):
+    """No tenant has this name."""
+
+    code = "tenant_not_found"
+
+
 class PromptRefused(ImageGateError):
     """The prompt was refused by the content policy."""
 
@@ -107,10 +127,17 @@ class PromptRefused(ImageGateError):
 
 
 class Unauthorized(ImageGateError):
-    """This needs the admin token (Authorization: Bearer …)."""
+    """This needs a valid credential (Authorization: Bearer …)."""
 
     code = "unauthorized"
     status = 401
+
+
+class BudgetExceeded(ImageGateError):
+    """The job's estimated cost would pass the budget for this period."""
+
+    code = "budget_exceeded"
+    status = 402
 
 
 class Forbidden(ImageGateError):
@@ -139,11 +166,35 @@ class IllegalTransition(Conflict):
     code = "illegal_transition"
 
 
+class RateLimited(ImageGateError):
+    """Too many requests: a rate limit was reached."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str | None = None, retry_after_s: int = 1, **extra: Any):
+        super().__init__(message, **extra)
+        self.retry_after_s = max(1, retry_after_s)
+
+
+class QuotaExceeded(RateLimited):
+    """The daily quota is used up."""
+
+    code = "quota_exceeded"
+
+
 class ServiceUnavailable(ImageGateError):
     """The service is not ready."""
 
     code = "service_unavailable"
     status = 503
+    retry_after_s = 5
+
+
+class QueueFull(ServiceUnavailable):
+    """The queue is full; try again shortly."""
+
+    code = "queue_full"
 
 
 class ModelUnavailable(ServiceUnavailable):

@@ -26,6 +26,7 @@ from imagegate.prompts.templates import Template, load_templates, render_templat
 from imagegate.settings import Settings
 
 if TYPE_CHECKING:
+    from imagegate.limits.gatekeeper import Admission
     from imagegate.safety.pipeline import SafetyPipeline
     from imagegate.safety.verdict import Verdict
 
@@ -66,10 +67,19 @@ class IntakeDesk:
         full = build_full_prompt(rendered.full_prompt, resolve_style(request.style))
         return dataclasses.replace(spec, full_prompt=full)
 
-    def submit(self, spec: JobSpec, caller: Caller, webhook_url: str | None = None) -> Submitted:
-        """Check the prompt, then record the job (or refuse it). Blocking: call from a thread."""
+    def submit(
+        self,
+        spec: JobSpec,
+        caller: Caller,
+        webhook_url: str | None = None,
+        admission: Admission | None = None,
+    ) -> Submitted:
+        """Check the prompt, then record the job (or refuse it): with ``admission``, its
+        caps and budgets are enforced as it is recorded. Blocking: call from a thread."""
         verdict = self.moderate(spec.prompt)
         intake = self._intake(spec, verdict, caller)
+        if admission is not None:
+            intake = dataclasses.replace(intake, identity=admission.identity, admit=admission)
         job = self.store.submit(spec, caller.owner, webhook_url=webhook_url, intake=intake)
         warnings = verdict.reasons if verdict.action.label == "warn" else ()
         return Submitted(job, tuple(warnings))

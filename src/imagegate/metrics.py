@@ -19,6 +19,33 @@ SAFETY_DECISIONS = Counter(
 )
 
 
+COST = Counter(
+    "imagegate_cost",
+    "What ended jobs cost, in the price table's currency.",
+    ["tenant", "model"],
+)
+IMAGES = Counter(
+    "imagegate_images",
+    "Images of ended jobs (0 for a job that did not complete), by its final status.",
+    ["tenant", "model", "status"],
+)
+JOBS_ENDED = Counter("imagegate_jobs_ended", "Jobs that ended.", ["tenant", "model", "status"])
+RATE_LIMIT_REFUSALS = Counter(
+    "imagegate_rate_limit_refusals",
+    "Requests refused by a rate limit, quota, cap or budget, by the policy hit.",
+    ["policy"],
+)
+BUDGET_ALERTS = Counter(
+    "imagegate_budget_alerts", "Budget thresholds crossed.", ["tenant", "threshold"]
+)
+
+
+def count_settled(tenant: str, model: str, status: str, images: int, micros: int) -> None:
+    COST.labels(tenant, model).inc(micros / 1_000_000)
+    IMAGES.labels(tenant, model, status).inc(images)
+    JOBS_ENDED.labels(tenant, model, status).inc()
+
+
 def count_decision(stage: str, action: str, categories: Iterable[str]) -> None:
     for category in list(categories) or ["uncategorised"]:
         SAFETY_DECISIONS.labels(stage, action, category).inc()

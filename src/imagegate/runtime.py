@@ -20,10 +20,18 @@ from imagegate.jobs.database import create_db_engine, upgrade
 from imagegate.jobs.events import CHANNEL, EventHub
 from imagegate.jobs.store import JobStore
 from imagegate.jobs.wakeup import PostgresListener, conninfo
+from imagegate.limits.gatekeeper import Gatekeeper
+from imagegate.limits.ratelimit import RateLimiter
 from imagegate.settings import Settings
 from imagegate.storage import Storage, open_storage
 from imagegate.storage.quarantine import Quarantine
 from imagegate.storage.signing import UrlSigner
+from imagegate.tenancy.auth import Authenticator
+from imagegate.tenancy.keys import KeyStore
+from imagegate.tenancy.tokens import TokenSigner
+from imagegate.usage.ledger import Pricing
+from imagegate.usage.prices import load_prices
+from imagegate.usage.reports import UsageStore
 from imagegate.webhooks.guard import WebhookGuard
 from imagegate.webhooks.sender import WebhookSender
 from imagegate.worker.output_gate import ImageCheck, OutputGate
@@ -39,12 +47,25 @@ class Runtime:
         self.engine = create_db_engine(settings)
         if settings.auto_migrate:
             upgrade(self.engine)
+        self.pricing = Pricing(
+            load_prices(settings.prices_file),
+            settings.model_name,
+            settings.failed_job_cost_fraction,
+        )
         self.store = JobStore(
             self.engine,
             max_attempts=settings.max_retries,
             retry_backoff_s=settings.retry_backoff_s,
             job_timeout_s=settings.job_timeout_s,
+            pricing=self.pricing,
+            fair_share_window_s=settings.fair_share_window_s,
         )
+        self.keys = KeyStore(self.engine, cache_s=settings.key_cache_s)
+        self.tokens = TokenSigner(settings.signing_key)
+        self.auth = Authenticator(settings, self.keys, self.tokens)
+        self.limiter = RateLimiter(settings.redis_url)
+        self.gate = Gatekeeper(settings, self.keys, self.limiter, self.pricing)
+        self.usage = UsageStore(self.engine)
         self.storage: Storage = open_storage(settings)
         self.quarantine = Quarantine(self.storage)
         self.signer = UrlSigner(settings.signing_key, settings.signed_url_ttl_s)

@@ -103,6 +103,19 @@ class Settings(BaseSettings):
     safety_remote_api_key: SecretStr | None = None
     safety_remote_timeout_s: float = Field(default=2.0, gt=0)
     nudenet_thresholds: dict[str, float] = Field(default_factory=dict)  # label -> min score
+    # tenancy: keys, browser tokens, limits, costs and budgets (tenancy/, limits/, usage/)
+    auth: Literal["off", "required"] = "off"  # off: one local tenant, no key needed
+    key_cache_s: float = Field(default=1.0, ge=0, le=2)  # a revoked key works this long
+    client_token_max_ttl_s: int = Field(default=3600, ge=1)
+    redis_url: str | None = None  # rate limits shared by every API replica
+    limit_requests_per_minute: int | None = Field(default=None, ge=1)  # per tenant (or IP)
+    limit_images_per_minute: int | None = Field(default=None, ge=1)
+    limit_images_per_day: int | None = Field(default=None, ge=1)
+    limit_concurrent_jobs: int | None = Field(default=None, ge=1)
+    max_queue_depth: int | None = Field(default=None, ge=1)  # queued jobs; past it, 503
+    prices_file: Path | None = None  # replaces the bundled usage/data/prices.yaml
+    failed_job_cost_fraction: float = Field(default=0.0, ge=0, le=1)  # of what it used
+    fair_share_window_s: float = Field(default=60.0, ge=0)  # recent service, per tenant
 
     @model_validator(mode="after")
     def _check_ranges(self) -> Settings:

@@ -21,6 +21,8 @@ from imagegate.api.routes import (
     openai_compat,
     safety,
     stream,
+    tenancy,
+    usage,
     ws_legacy,
 )
 from imagegate.runtime import Runtime
@@ -53,7 +55,8 @@ def create_app(settings: Settings | None = None, workers: int | None = None) -> 
         lifespan=lifespan,
     )
     routers = (legacy.router, ws_legacy.router, jobs.router, stream.router, images.router)
-    for router in (*routers, meta.router, openai_compat.router, safety.router, admin.router):
+    more = (meta.router, openai_compat.router, safety.router, admin.router, tenancy.router)
+    for router in (*routers, *more, usage.router):
         app.include_router(router)
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -11,12 +11,52 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from imagegate.errors import ImageGateError, InvalidField, MalformedBody
 
 log = structlog.get_logger(__name__)
 MEDIA_TYPE = "application/problem+json"
+
+# What each refusal status means, for the OpenAPI document, with the codes it carries.
+REFUSALS = {
+    400: "Bad input: malformed_json, content_policy_violation.",
+    401: "unauthorized: no credential, or an unknown, revoked, expired or tampered one.",
+    402: "budget_exceeded: the job's estimated cost would pass a budget; names the budget, "
+    "the spend and the period's end.",
+    403: "forbidden: the credential lacks the scope (or a token, the user or template).",
+    404: "Not found, or not yours: job_not_found, image_not_found, key_not_found.",
+    409: "illegal_transition: the job's state does not allow this.",
+    422: "A field's value is refused; the problem names the field and its code.",
+    429: "rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; "
+    "names the policy hit.",
+    503: "queue_full, or a dependency (the database, Redis) is unavailable; with Retry-After.",
+}
+
+
+class ProblemOut(BaseModel):
+    """RFC 9457 problem details, with ImageGate's stable ``code``."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    instance: str
+    field: str | None = None
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these refusals, as problem+json."""
+    return {
+        status: {
+            "model": ProblemOut,
+            "description": REFUSALS[status],
+            "content": {MEDIA_TYPE: {}},
+        }
+        for status in statuses
+    }
 
 
 def problem(status: int, code: str, detail: str, instance: str, **extra: Any) -> JSONResponse:
@@ -44,7 +84,17 @@ def problem_response(exc: ImageGateError, instance: str, **extra: Any) -> JSONRe
     extra |= {key: value for key, value in exc.extra.items() if key != "job_id"}
     if isinstance(exc, InvalidField):
         extra["field"] = exc.field
-    return problem(exc.status, exc.code, exc.message, instance, **extra)
+    response = problem(exc.status, exc.code, exc.message, instance, **extra)
+    response.headers.update(error_headers(exc))
+    return response
+
+
+def error_headers(exc: ImageGateError) -> dict[str, str]:
+    """Retry-After (for 429 and 503) and any headers the error carries."""
+    headers = dict(exc.headers)
+    if exc.retry_after_s is not None:
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return headers
 
 
 async def on_imagegate_error(request: Request, exc: Exception) -> JSONResponse:

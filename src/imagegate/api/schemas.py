@@ -13,6 +13,7 @@ from imagegate.errors import InvalidField
 from imagegate.jobs.models import Job, QueueInfo
 from imagegate.jobs.specs import JobRequest
 from imagegate.jobs.states import Status
+from imagegate.usage.prices import from_micros
 
 
 class _Strict(BaseModel):
@@ -37,11 +38,18 @@ class JobCreate(_Strict):
         max_length=2000,
         description="Gets a signed POST (Standard Webhooks) when the job ends.",
     )
+    user: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Your app's own id of the end user, for per-user limits and history.",
+    )
 
     def to_request(self) -> JobRequest:
         if "prompt" not in self.model_fields_set and self.template is None:
             raise InvalidField("prompt", "missing_field", "Give a prompt, or a template.")
-        return JobRequest(**self.model_dump(exclude={"webhook_url", "template", "inputs"}))
+        fields = self.model_dump(exclude={"webhook_url", "template", "inputs", "user"})
+        return JobRequest(**fields)
 
 
 class ErrorOut(BaseModel):
@@ -67,6 +75,12 @@ class MetadataOut(BaseModel):
 class ProgressOut(BaseModel):
     step: int
     total: int
+
+
+class CostOut(BaseModel):
+    amount: float
+    currency: str
+    estimated: bool = Field(description="True until the job ends and its actual cost is known.")
 
 
 class JobOut(BaseModel):
@@ -95,6 +109,8 @@ class JobOut(BaseModel):
     moderation: dict[str, Any] | None = Field(description="Every safety check's outcome.")
     warnings: list[str] = Field(default_factory=list, description="Safety warnings, on submit.")
     review: dict[str, Any] | None = None
+    user: str | None = Field(default=None, description="The end user the job is for.")
+    cost: CostOut | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -130,10 +146,21 @@ class JobOut(BaseModel):
             webhook_url=job.webhook_url,
             moderation=job.moderation,
             review=asdict(job.review) if job.review else None,
+            user=job.end_user,
+            cost=_cost(job),
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
         )
+
+
+def _cost(job: Job) -> CostOut | None:
+    cost = job.cost
+    if cost is None:
+        return None
+    return CostOut(
+        amount=from_micros(cost.micros), currency=cost.currency, estimated=cost.estimated
+    )
 
 
 class JobPage(BaseModel):

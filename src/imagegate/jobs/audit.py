@@ -54,9 +54,12 @@ def entries(
     stage: str | None = None,
     action: str | None = None,
     limit: int = 100,
+    owner: str | None = None,
 ) -> list[dict[str, Any]]:
     """Newest first. The category filter runs here, as JSON arrays differ per database."""
     query = select(audit_log).order_by(audit_log.c.id.desc())
+    if owner is not None:
+        query = query.where(audit_log.c.owner == owner)
     if stage:
         query = query.where(audit_log.c.stage == stage)
     if action:

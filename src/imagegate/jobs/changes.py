@@ -3,8 +3,8 @@ the guards that name a lease. Pure functions; :mod:`imagegate.jobs.store` runs t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -71,14 +71,21 @@ def exhausted(attempts: int) -> ErrorInfo:
     )
 
 
+# Run in the transaction that records a job, after its row is written (the job's id,
+# now): caps and budget reservations, which refuse the job by raising.
+Admit = Callable[[Connection, str, datetime], None]
+
+
 @dataclass(frozen=True, slots=True)
 class Intake:
-    """What the intake checks decided about a new job."""
+    """What the intake checks decided about a new job, and whose it is."""
 
     held: bool = False  # the job waits for a reviewer (pending_review)
     moderation: dict[str, Any] | None = None
     audit: AuditEntry | None = None
     client_ip: str | None = None
+    identity: dict[str, Any] = field(default_factory=dict)  # key_id, end_user, token_id, cost
+    admit: Admit | None = None
 
 
 def held_event(intake: Intake) -> dict[str, Any]:

@@ -6,7 +6,9 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from imagegate.settings import Settings
@@ -54,3 +56,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7262013)")
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def insert_or_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING, on either database; True when a row was added."""
+    dialect = sqlite_insert if conn.dialect.name == "sqlite" else postgres_insert
+    return bool(conn.execute(dialect(table).values(values).on_conflict_do_nothing()).rowcount)

@@ -78,6 +78,16 @@ class Job:
     webhook_url: str | None = None
     moderation: dict[str, Any] | None = None
     review: Review | None = None
+    key_id: str | None = None
+    end_user: str | None = None
+    cost: Cost | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    micros: int  # millionths of the currency's unit
+    currency: str
+    estimated: bool  # True until the job ends
 
 
 @dataclass(frozen=True, slots=True)

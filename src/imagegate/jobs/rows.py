@@ -10,6 +10,7 @@ from typing import Any
 
 from imagegate.errors import InvalidField
 from imagegate.jobs.models import (
+    Cost,
     ErrorInfo,
     GenerationMeta,
     ImageRecord,
@@ -64,7 +65,18 @@ def job_from_row(row: Mapping[Any, Any], images: Iterable[ImageRecord] = ()) -> 
         webhook_url=row["webhook_url"],
         moderation=row["moderation"],
         review=_review(row),
+        key_id=row["key_id"],
+        end_user=row["end_user"],
+        cost=_cost(row),
     )
+
+
+def _cost(row: Mapping[Any, Any]) -> Cost | None:
+    if row["cost_currency"] is None:
+        return None
+    if row["cost_micros"] is not None:
+        return Cost(row["cost_micros"], row["cost_currency"], estimated=False)
+    return Cost(row["cost_estimate_micros"] or 0, row["cost_currency"], estimated=True)
 
 
 def image_from_row(row: Mapping[Any, Any]) -> ImageRecord:

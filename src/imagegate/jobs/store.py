@@ -43,6 +43,7 @@ from imagegate.jobs.changes import (
 )
 from imagegate.jobs.database import WRITE
 from imagegate.jobs.events import EventType
+from imagegate.jobs.fairness import fair_share, scoped_to
 from imagegate.jobs.models import (
     Claim,
     ErrorInfo,
@@ -65,6 +66,8 @@ from imagegate.jobs.rows import spec_values as _spec_values
 from imagegate.jobs.states import Status, sources_of
 from imagegate.jobs.tables import images, jobs
 from imagegate.jobs.wakeup import CHANNEL, Wakeup
+from imagegate.usage import alerts, ledger
+from imagegate.usage.ledger import Pricing
 from imagegate.webhooks import outbox
 
 Clock = Callable[[], datetime]
@@ -90,6 +93,8 @@ class JobStore:
         job_timeout_s: float | None = None,
         wakeup: Wakeup | None = None,
         clock: Clock = _utcnow,
+        pricing: Pricing | None = None,
+        fair_share_window_s: float = 60.0,
     ) -> None:
         self.engine = engine
         self.max_attempts = max_attempts
@@ -101,15 +106,16 @@ class JobStore:
         self.publishers: list[events.Publisher] = []
         self._writer = engine.execution_options(**WRITE)
         self._postgres = engine.dialect.name == "postgresql"
+        self.pricing = pricing  # None: no costs are recorded (tests of the bare queue)
+        self.fair_share_window = timedelta(seconds=fair_share_window_s)
 
     # -- reading -------------------------------------------------------------------------
 
-    def get(self, job_id: str, owner: str | None = None) -> Job:
+    def get(self, job_id: str, owner: str | None = None, user: str | None = None) -> Job:
+        """The job; with ``owner`` (and ``user``), only if it is theirs: else a 404."""
         if not _plausible_id(job_id):
             raise JobNotFound(job_id=job_id)
-        query = select(jobs).where(jobs.c.id == job_id)
-        if owner is not None:
-            query = query.where(jobs.c.owner == owner)
+        query = select(jobs).where(jobs.c.id == job_id, *scoped_to(owner, user))
         with self.engine.connect() as conn:
             found = self._with_images(conn, conn.execute(query).mappings().all())
         if not found:
@@ -122,9 +128,10 @@ class JobStore:
         status: Status | None = None,
         limit: int = 20,
         cursor: str | None = None,
+        user: str | None = None,
     ) -> tuple[list[Job], str | None]:
         """Newest first; returns the page and the cursor of the next page (None at the end)."""
-        query = select(jobs).where(jobs.c.owner == owner)
+        query = select(jobs).where(*scoped_to(owner, user))
         if status is not None:
             query = query.where(jobs.c.status == status.value)
         if cursor is not None:
@@ -217,11 +224,11 @@ class JobStore:
             counted: dict[str, int] = dict(conn.execute(query).all())
         return {s.value: counted.get(s.value, 0) for s in Status}
 
-    def pending_review(self, limit: int = 50) -> list[Job]:
-        """The review queue, oldest first."""
+    def pending_review(self, limit: int = 50, owner: str | None = None) -> list[Job]:
+        """The review queue, oldest first (one tenant's, with ``owner``)."""
         query = (
             select(jobs)
-            .where(jobs.c.status == Status.PENDING_REVIEW.value)
+            .where(jobs.c.status == Status.PENDING_REVIEW.value, *scoped_to(owner, None))
             .order_by(jobs.c.created_at, jobs.c.id)
             .limit(limit)
         )
@@ -261,21 +268,27 @@ class JobStore:
         moderation outcome, and its audit entry, in the same transaction)."""
         now, intake = self._now(), intake or Intake()
         status = Status.PENDING_REVIEW if intake.held else Status.QUEUED
-        values = _spec_values(spec) | {
-            "webhook_url": webhook_url,
-            "moderation": intake.moderation,
-            "client_ip": intake.client_ip,
-            "id": str(uuid.uuid4()),
-            "owner": owner,
-            "status": status.value,
-            "attempts": 0,
-            "created_at": now,
-            "run_after": now,
-            "cancel_requested": False,
-        }
+        values = (
+            _spec_values(spec)
+            | intake.identity
+            | {
+                "webhook_url": webhook_url,
+                "moderation": intake.moderation,
+                "client_ip": intake.client_ip,
+                "id": str(uuid.uuid4()),
+                "owner": owner,
+                "status": status.value,
+                "attempts": 0,
+                "created_at": now,
+                "run_after": now,
+                "cancel_requested": False,
+            }
+        )
         with self._write() as conn:
             row = conn.execute(insert(jobs).values(values).returning(*jobs.c)).mappings().one()
             job = job_from_row(row)
+            if intake.admit is not None:  # caps and budget reservations: may refuse it
+                intake.admit(conn, job.id, now)
             if intake.audit is not None:
                 audit.record(conn, intake.audit, now, job.id)
             if intake.held:
@@ -286,11 +299,11 @@ class JobStore:
         self.wakeup.notify()
         return job
 
-    def cancel(self, job_id: str, owner: str | None = None) -> Job:
+    def cancel(self, job_id: str, owner: str | None = None, user: str | None = None) -> Job:
         """Queued or held: canceled now. Generating: flagged; the worker stops at its next
         step."""
-        self.get(job_id, owner)  # a 404 for ids that cannot exist
-        mine = [jobs.c.owner == owner] if owner is not None else []
+        self.get(job_id, owner, user)  # a 404 for ids that cannot exist, or not theirs
+        mine = scoped_to(owner, user)
         waiting = jobs.c.status.in_([Status.QUEUED.value, Status.PENDING_REVIEW.value])
         with self._write() as conn:
             done = self._transition(
@@ -322,19 +335,22 @@ class JobStore:
         like: JobSpec | None = None,
         token: str | None = None,
     ) -> list[Claim]:
-        """Lease up to ``limit`` runnable jobs, by priority then age.
+        """Lease up to ``limit`` runnable jobs: fairly among tenants (:mod:`.fairness`),
+        then by priority, then by age.
 
         ``like`` restricts the claim to jobs that can share a forward pass with that spec
         (same size, steps and guidance), and ``token`` adds them to a lease already held:
         how a worker gathers a batch.
         """
         now, token = self._now(), token or str(uuid.uuid4())
+        share = fair_share(now - self.fair_share_window)
         runnable = (
             select(jobs.c.id)
+            .select_from(share.joined)
             .where(jobs.c.status == Status.QUEUED.value, jobs.c.run_after <= now)
-            .order_by(jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
+            .order_by(share.order, jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
             .limit(limit)
-            .with_for_update(skip_locked=True)
+            .with_for_update(skip_locked=True, of=jobs)
         )
         if like is not None:
             runnable = runnable.where(*compatible_with(like))
@@ -635,6 +651,8 @@ class JobStore:
         self._emit(conn, job_id, EVENT_OF[target], event)
         if target.is_final:
             outbox.enqueue(conn, job_id, f"job.{target.value}", self._now())
+            if self.pricing is not None:
+                ledger.settle_job(conn, job_id, target, self.pricing, self._now())
         return True
 
     def _emit(self, conn: Connection, job_id: str, kind: EventType, data: dict[str, Any]) -> None:
@@ -680,8 +698,15 @@ class JobStore:
             finally:
                 news = conn.info.pop(NEWS, [])
                 audited: list[AuditEntry] = conn.info.pop(audit.AUDITED, [])
+                settled = conn.info.pop(ledger.SETTLED, [])
+                alerted = conn.info.pop(alerts.ALERTED, [])
         for entry in audited:
-            metrics.count_decision(entry.stage, entry.action, entry.categories)
+            if entry.stage != "budget":  # a budget alert is no safety decision
+                metrics.count_decision(entry.stage, entry.action, entry.categories)
+        for ended in settled:
+            metrics.count_settled(*ended)
+        for tenant, threshold in alerted:
+            metrics.BUDGET_ALERTS.labels(tenant, f"{threshold:g}").inc()
         for job_id in dict.fromkeys(news):
             for publish in self.publishers:
                 publish(job_id)

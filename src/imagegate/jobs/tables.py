@@ -60,9 +60,17 @@ jobs = Table(
     Column("reviewed_by", String(200)),
     Column("reviewed_at", DateTime(timezone=True)),
     Column("review_decision", String(20)),
+    Column("key_id", String(40)),  # the API key (or the key behind a browser token)
+    Column("end_user", String(200)),  # the app's own end-user id ("user" in the API)
+    Column("token_id", String(40)),  # the browser token that created the job
+    Column("cost_currency", String(3)),
+    Column("cost_estimate_micros", BigInteger),  # reserved against budgets at submission
+    Column("cost_micros", BigInteger),  # the actual cost, once the job ended
     # The claim query's path: the next runnable job by priority, then age.
     Index("ix_jobs_queue", "status", text("priority DESC"), "created_at", "id"),
     Index("ix_jobs_owner_created", "owner", "created_at", "id"),
+    Index("ix_jobs_owner_status", "owner", "status"),
+    Index("ix_jobs_started", "started_at"),  # fair share: who was served recently
 )
 
 images = Table(
@@ -98,7 +106,8 @@ webhook_deliveries = Table(
     "webhook_deliveries",
     metadata,
     Column("id", String(40), primary_key=True),
-    Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE")),  # None: an alert
+    Column("tenant", String(100)),  # whose message it is (a budget alert's tenant)
     Column("event_type", String(40), nullable=False),
     Column("url", Text, nullable=False),
     Column("payload", JSON),  # built at the first attempt, then sent unchanged
@@ -163,4 +172,84 @@ audit_log = Table(
     Column("categories", JSON, nullable=False),
     Column("reasons", JSON, nullable=False),
     Index("ix_audit_log_at", "at"),
+)
+
+
+# -- tenancy: tenants, their API keys --------------------------------------------------------
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("weight", Float, nullable=False, server_default=text("1")),  # fair share
+    Column("limits", JSON),  # {"requests_per_minute", "images_per_minute", ...}
+    Column("budget", JSON),  # {"amount", "currency", "period", "thresholds", "alert_url"}
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant", String(100), ForeignKey("tenants.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("prefix", String(20), nullable=False),  # shown in lists: ig_sk_ and 8 characters
+    Column("secret_hash", String(64), nullable=False),  # SHA-256 of the whole key, hex
+    Column("scopes", JSON, nullable=False),
+    Column("limits", JSON),
+    Column("budget", JSON),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_api_keys_hash", "secret_hash", unique=True),
+    Index("ix_api_keys_tenant", "tenant", "created_at"),
+)
+
+# -- usage: the ledger, budget spend and reservations, alerts sent ---------------------------
+
+usage_ledger = Table(
+    "usage_ledger",
+    metadata,
+    Column("job_id", String(36), primary_key=True),  # one row per job, written as it ends
+    Column("tenant", String(100), nullable=False),
+    Column("key_id", String(40)),
+    Column("end_user", String(200)),
+    Column("model", String(300), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("images", Integer, nullable=False),
+    Column("cost_micros", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("generation_ms", BigInteger, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_usage_ledger_tenant_at", "tenant", "at"),
+)
+
+# Spend per budget and period: ``scope`` is "tenant:<id>" or "key:<id>".
+budget_spend = Table(
+    "budget_spend",
+    metadata,
+    Column("scope", String(150), primary_key=True),
+    Column("period_start", DateTime(timezone=True), primary_key=True),
+    Column("reserved_micros", BigInteger, nullable=False, server_default=text("0")),
+    Column("spent_micros", BigInteger, nullable=False, server_default=text("0")),
+)
+
+budget_reservations = Table(
+    "budget_reservations",
+    metadata,
+    Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("scope", String(150), primary_key=True),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("micros", BigInteger, nullable=False),
+)
+
+# One row per threshold crossed per budget period: the key that makes alerts fire once.
+budget_alerts = Table(
+    "budget_alerts",
+    metadata,
+    Column("scope", String(150), primary_key=True),
+    Column("period_start", DateTime(timezone=True), primary_key=True),
+    Column("threshold", Float, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
 )

@@ -23,7 +23,7 @@ PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 @dataclass(frozen=True, slots=True)
 class Delivery:
     id: str
-    job_id: str
+    job_id: str | None  # None: a message of no job (a budget alert), its payload set
     event_type: str
     url: str
     payload: dict[str, Any] | None
@@ -54,6 +54,31 @@ def enqueue(conn: Connection, job_id: str, event_type: str, now: datetime) -> No
         "created_at",
     ]
     conn.execute(insert(webhook_deliveries).from_select(columns, message))
+
+
+def enqueue_message(
+    conn: Connection,
+    url: str,
+    event_type: str,
+    payload: dict[str, Any],
+    tenant: str,
+    now: datetime,
+) -> None:
+    """Queue a message that belongs to no job (a budget alert), its payload fixed now."""
+    conn.execute(
+        insert(webhook_deliveries).values(
+            id=f"msg_{uuid.uuid4().hex}",
+            job_id=None,
+            tenant=tenant,
+            event_type=event_type,
+            url=url,
+            payload=payload,
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
 
 
 def claim_due(conn: Connection, now: datetime, lease_s: float, limit: int) -> list[Delivery]:

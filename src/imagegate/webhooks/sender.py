@@ -88,11 +88,12 @@ class WebhookSender:
         started, at = time.monotonic(), _now()
         payload: dict[str, Any] = delivery.payload or {}
         try:
-            payload = payload or {
-                "type": delivery.event_type,
-                "timestamp": at.isoformat(),
-                "data": self.render(delivery.job_id),
-            }
+            if not payload and delivery.job_id is not None:
+                payload = {
+                    "type": delivery.event_type,
+                    "timestamp": at.isoformat(),
+                    "data": self.render(delivery.job_id),
+                }
             body = json.dumps(payload, separators=(",", ":"), default=str).encode()
             outcome = self._attempt(delivery, body)
         except Exception as exc:  # whatever fails is a failed attempt, never a stuck message

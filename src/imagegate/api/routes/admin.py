@@ -1,52 +1,69 @@
 """Admin routes: the review queue and its decisions, and the audit log. They need the
-admin token (``IMAGEGATE_ADMIN_TOKEN``) as ``Authorization: Bearer …``; without a
-configured token they are closed."""
+admin token (``IMAGEGATE_ADMIN_TOKEN``), which sees every tenant, or a key with the
+``admin`` scope, which sees its own tenant only; as ``Authorization: Bearer …``. Without
+a configured token, and with auth off, they are closed."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
-from imagegate.api.deps import LinksDep, RuntimeDep
+from imagegate.api.deps import LinksDep, RuntimeDep, credential_of
+from imagegate.api.problems import documented
 from imagegate.api.schemas import JobOut
-from imagegate.errors import IllegalTransition, ImageNotFound, Unauthorized
+from imagegate.errors import Forbidden, IllegalTransition, ImageNotFound
 from imagegate.jobs.audit import AuditEntry
+from imagegate.jobs.models import Job
 from imagegate.jobs.states import Status
 from imagegate.runtime import Runtime
+from imagegate.tenancy.principal import Principal
 
 
-def admin(runtime: RuntimeDep, authorization: Annotated[str | None, Header()] = None) -> str:
-    """Checks the bearer token; returns who decided, for the record."""
-    token = runtime.settings.admin_token
-    if token is None:
-        raise Unauthorized("The admin API is off: set IMAGEGATE_ADMIN_TOKEN to use it.")
-    scheme, _, given = (authorization or "").partition(" ")
-    expected = token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected):
-        raise Unauthorized()
-    return "admin"
+def admin(runtime: RuntimeDep, request: Request) -> Principal:
+    """The admin token, or a key with the admin scope."""
+    return runtime.auth.admin(credential_of(request))
 
 
-AdminDep = Annotated[str, Depends(admin)]
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+AdminDep = Annotated[Principal, Depends(admin)]
+router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=documented(401, 403))
+
+
+def tenant_filter(principal: Principal) -> str | None:
+    """None for the admin token (every tenant); a tenant admin's own tenant."""
+    return None if principal.kind == "admin" else principal.tenant
+
+
+def require_operator(principal: Principal) -> None:
+    if principal.kind != "admin":
+        raise Forbidden("Only the admin token sees every tenant.")
+
+
+def reviewer(principal: Principal) -> str:
+    return "admin" if principal.kind == "admin" else f"key:{principal.key_id}"
+
+
+def held_job(runtime: Runtime, principal: Principal, job_id: str) -> Job:
+    return runtime.store.get(job_id, tenant_filter(principal))
 
 
 @router.get("/reviews", response_model=list[JobOut])
-def review_queue(_: AdminDep, runtime: RuntimeDep, links: LinksDep) -> list[JobOut]:
+def review_queue(principal: AdminDep, runtime: RuntimeDep, links: LinksDep) -> list[JobOut]:
     """Jobs held for a reviewer, oldest first, with the checks that held them."""
-    return [JobOut.of(job, links) for job in runtime.store.pending_review()]
+    held = runtime.store.pending_review(owner=tenant_filter(principal))
+    return [JobOut.of(job, links) for job in held]
 
 
 @router.post("/reviews/{job_id}/approve", response_model=JobOut)
-def approve(job_id: str, reviewer: AdminDep, runtime: RuntimeDep, links: LinksDep) -> JobOut:
-    return JobOut.of(_decide(runtime, job_id, reviewer, approve=True), links)
+def approve(job_id: str, principal: AdminDep, runtime: RuntimeDep, links: LinksDep) -> JobOut:
+    job = held_job(runtime, principal, job_id)
+    return JobOut.of(_decide(runtime, job, reviewer(principal), approve=True), links)
 
 
 @router.post("/reviews/{job_id}/reject", response_model=JobOut)
-def reject(job_id: str, reviewer: AdminDep, runtime: RuntimeDep, links: LinksDep) -> JobOut:
-    return JobOut.of(_decide(runtime, job_id, reviewer, approve=False), links)
+def reject(job_id: str, principal: AdminDep, runtime: RuntimeDep, links: LinksDep) -> JobOut:
+    job = held_job(runtime, principal, job_id)
+    return JobOut.of(_decide(runtime, job, reviewer(principal), approve=False), links)
 
 
 @router.get(
@@ -54,15 +71,15 @@ def reject(job_id: str, reviewer: AdminDep, runtime: RuntimeDep, links: LinksDep
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
 )
-def withheld_image(_: AdminDep, runtime: RuntimeDep, job_id: str, index: int) -> Response:
+def withheld_image(principal: AdminDep, runtime: RuntimeDep, job_id: str, index: int) -> Response:
     """An image the output gate withheld (quarantined), for the reviewer to look at."""
-    png = runtime.quarantine.get(runtime.store.get(job_id), index)
+    png = runtime.quarantine.get(held_job(runtime, principal, job_id), index)
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/audit")
 def audit_log(
-    _: AdminDep,
+    principal: AdminDep,
     runtime: RuntimeDep,
     category: str | None = None,
     stage: str | None = None,
@@ -71,20 +88,22 @@ def audit_log(
 ) -> dict[str, list[dict[str, Any]]]:
     """Blocked, flagged and reviewed requests, newest first."""
     entries = runtime.store.audit_entries(
-        category=category, stage=stage, action=action, limit=limit
+        category=category, stage=stage, action=action, limit=limit, owner=tenant_filter(principal)
     )
     return {"data": entries}
 
 
 @router.get("/audit/counts")
-def audit_counts(_: AdminDep, runtime: RuntimeDep) -> dict[str, dict[str, int]]:
+def audit_counts(principal: AdminDep, runtime: RuntimeDep) -> dict[str, dict[str, int]]:
+    """Counts over every tenant: the admin token's alone."""
+    require_operator(principal)
     return runtime.store.audit_counts()
 
 
-def _decide(runtime: Runtime, job_id: str, reviewer: str, approve: bool) -> Any:
+def _decide(runtime: Runtime, job: Job, reviewer: str, approve: bool) -> Any:
     """Record the decision. A job held for its images has them released from quarantine
     first, and the copies dropped again if the decision cannot be recorded."""
-    job = runtime.store.get(job_id)
+    job_id = job.id
     categories, reasons = _what_held(job.moderation or {})
     entry = AuditEntry(
         owner=job.owner,

@@ -4,31 +4,44 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from imagegate.api.deps import CallerDep, LinksDep, OwnerDep, RuntimeDep
+from imagegate.api.deps import LinksDep, Reader, RuntimeDep, Writer, client_ip
+from imagegate.api.problems import documented
 from imagegate.api.schemas import JobCreate, JobOut, JobPage
+from imagegate.api.submission import end_user, submit
 from imagegate.errors import ImageNotFound
 from imagegate.jobs.models import Job
 from imagegate.jobs.states import Status
 from imagegate.runtime import Runtime
 from imagegate.storage.keys import preview_key
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=documented(401, 403, 429))
 
 
-@router.post("", status_code=202, response_model=JobOut)
+@router.post("", status_code=202, response_model=JobOut, responses=documented(402, 503))
 def submit_job(
-    body: JobCreate, runtime: RuntimeDep, caller: CallerDep, links: LinksDep, response: Response
+    body: JobCreate,
+    runtime: RuntimeDep,
+    principal: Writer,
+    request: Request,
+    links: LinksDep,
+    response: Response,
 ) -> JobOut:
     """Give ``prompt`` (and optionally ``style``), or ``template`` and ``inputs``. The prompt
     is checked by the safety pipeline: a refusal is a 400 ``content_policy_violation``, a
     prompt held for a reviewer starts ``pending_review``, and warnings come back in
-    ``warnings``."""
+    ``warnings``. Rate limits, quotas and caps refuse with 429, a budget with 402, a full
+    queue with 503; admitted submissions carry ``RateLimit-Policy`` and ``RateLimit``."""
+    user = end_user(principal, body.user)
     spec = runtime.intake.spec(body.to_request(), body.template, body.inputs)
     if body.webhook_url is not None:
         runtime.guard.check(body.webhook_url)
-    submitted = runtime.intake.submit(spec, caller, webhook_url=body.webhook_url)
+    accepted = submit(
+        runtime, principal, spec, client_ip(request), user, body.webhook_url, body.template
+    )
+    submitted = accepted.submitted
+    response.headers.update(accepted.headers)
     response.headers["Location"] = links.job(submitted.job.id)
     view = job_view(runtime, submitted.job, links, response)
     return view.model_copy(update={"warnings": list(submitted.warnings)})
@@ -36,37 +49,46 @@ def submit_job(
 
 @router.get("/{job_id}", response_model=JobOut)
 def get_job(
-    job_id: str, runtime: RuntimeDep, owner: OwnerDep, links: LinksDep, response: Response
+    job_id: str, runtime: RuntimeDep, principal: Reader, links: LinksDep, response: Response
 ) -> JobOut:
-    return job_view(runtime, runtime.store.get(job_id, owner), links, response)
+    job = runtime.store.get(job_id, principal.tenant, principal.user)
+    return job_view(runtime, job, links, response)
 
 
 @router.get("", response_model=JobPage)
 def list_jobs(
     runtime: RuntimeDep,
-    owner: OwnerDep,
+    principal: Reader,
     links: LinksDep,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
+    user: Annotated[str | None, Query(max_length=200, description="One end user's jobs.")] = None,
 ) -> JobPage:
-    """Newest first. Pass ``next_cursor`` back as ``cursor`` for the next page."""
-    page, next_cursor = runtime.store.list_jobs(owner, status=status, limit=limit, cursor=cursor)
+    """Newest first. Pass ``next_cursor`` back as ``cursor`` for the next page. A browser
+    token lists its own user's jobs only."""
+    page, next_cursor = runtime.store.list_jobs(
+        principal.tenant,
+        status=status,
+        limit=limit,
+        cursor=cursor,
+        user=end_user(principal, user),
+    )
     return JobPage(data=[JobOut.of(job, links) for job in page], next_cursor=next_cursor)
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
-def cancel_job(job_id: str, runtime: RuntimeDep, owner: OwnerDep, links: LinksDep) -> JobOut:
+def cancel_job(job_id: str, runtime: RuntimeDep, principal: Writer, links: LinksDep) -> JobOut:
     """Queued: canceled at once. Generating: stops at its next step. Finished: 409."""
-    return JobOut.of(runtime.store.cancel(job_id, owner), links)
+    return JobOut.of(runtime.store.cancel(job_id, principal.tenant, principal.user), links)
 
 
 @router.get("/{job_id}/webhooks")
 def list_webhook_deliveries(
-    job_id: str, runtime: RuntimeDep, owner: OwnerDep
+    job_id: str, runtime: RuntimeDep, principal: Reader
 ) -> dict[str, list[dict[str, Any]]]:
     """Each webhook message of the job, with every delivery attempt."""
-    runtime.store.get(job_id, owner)
+    runtime.store.get(job_id, principal.tenant, principal.user)
     return {"data": runtime.store.webhook_deliveries(job_id)}
 
 

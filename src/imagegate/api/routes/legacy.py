@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 
-from imagegate.api.deps import CallerDep, LinksDep, OwnerDep, RuntimeDep
+from imagegate.api.deps import LinksDep, Reader, RuntimeDep, Writer, client_ip
+from imagegate.api.problems import documented
 from imagegate.api.schemas import LegacyGenerateIn, LegacyGenerateOut, LegacyStatusOut
+from imagegate.api.submission import submit
 from imagegate.errors import InvalidField
 from imagegate.jobs.specs import JobRequest, build_spec
 from imagegate.jobs.states import Status
 
-router = APIRouter(tags=["original API"])
+router = APIRouter(tags=["original API"], responses=documented(401, 403, 429))
 
 
-@router.post("/generate", response_model=LegacyGenerateOut)
+@router.post("/generate", response_model=LegacyGenerateOut, responses=documented(402, 503))
 def generate(
     runtime: RuntimeDep,
-    caller: CallerDep,
+    principal: Writer,
+    request: Request,
+    response: Response,
     links: LinksDep,
     body: Annotated[LegacyGenerateIn | None, Body()] = None,
     user_prompt: Annotated[str | None, Query(description="The query form's prompt")] = None,
@@ -28,16 +32,19 @@ def generate(
     prompt = body.prompt if body else user_prompt
     if prompt is None:
         raise InvalidField("prompt", "missing_field", "A prompt is required.")
-    request = JobRequest(prompt=prompt, style=body.style if body else style)
-    job = runtime.intake.submit(build_spec(request, runtime.settings), caller).job
+    asked = JobRequest(prompt=prompt, style=body.style if body else style)
+    spec = build_spec(asked, runtime.settings)
+    accepted = submit(runtime, principal, spec, client_ip(request), principal.user)
+    response.headers.update(accepted.headers)
+    job = accepted.submitted.job
     return LegacyGenerateOut(job_id=job.id, status=job.status, check_url=links.status(job.id))
 
 
 @router.get("/status/{job_id}", response_model=LegacyStatusOut)
 def status(
-    job_id: str, runtime: RuntimeDep, owner: OwnerDep, links: LinksDep, response: Response
+    job_id: str, runtime: RuntimeDep, principal: Reader, links: LinksDep, response: Response
 ) -> LegacyStatusOut:
-    job = runtime.store.get(job_id, owner)
+    job = runtime.store.get(job_id, principal.tenant, principal.user)
     if not job.status.is_final:
         response.headers["Retry-After"] = str(runtime.settings.poll_hint_s)
     done = job.status is Status.COMPLETED and job.images

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
 
-from imagegate.api.deps import RuntimeDep
+from imagegate.api.deps import PrincipalDep, RuntimeDep
 from imagegate.api.schemas import StyleOut
 from imagegate.metrics import exposition
 from imagegate.prompts.styles import STYLES
@@ -18,7 +18,7 @@ router = APIRouter()
 
 
 @router.get("/v1/styles", response_model=list[StyleOut], tags=["styles"])
-def list_styles() -> list[StyleOut]:
+def list_styles(_: PrincipalDep) -> list[StyleOut]:
     return [
         StyleOut(name=s.name, description=s.description, suffix=s.suffix) for s in STYLES.values()
     ]

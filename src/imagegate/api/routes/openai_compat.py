@@ -15,7 +15,8 @@ How OpenAI's fields become a job:
   style names (``GET /v1/styles``) is taken as is.
 - ``response_format`` "url" (the default) answers our signed image URL, "b64_json" the PNG.
 - ``model`` may be omitted or name the model this server runs (``GET /v1/models``).
-- ``user`` is accepted and ignored. There is no seed: the Images API has none.
+- ``user`` is the end user, as ``user`` of ``POST /v1/jobs`` (per-user limits and
+  history; a browser token's own user). There is no seed: the Images API has none.
 - Each image's ``revised_prompt`` is the full prompt, the style's suffix included.
 
 Every error on these routes, ours or the request's, is in OpenAI's envelope ``{"error":
@@ -40,9 +41,10 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from imagegate.api.deps import CallerDep, LinksDep, RuntimeDep
+from imagegate.api.deps import LinksDep, PrincipalDep, RuntimeDep, Writer, client_ip
 from imagegate.api.links import Links
-from imagegate.api.problems import _field_error
+from imagegate.api.problems import _field_error, error_headers
+from imagegate.api.submission import end_user, submit
 from imagegate.errors import (
     GenerationError,
     IllegalTransition,
@@ -132,19 +134,25 @@ class ModelList(BaseModel):
 
 @router.post("/images/generations", response_model=ImagesOut, response_model_exclude_none=True)
 async def create_images(
-    body: ImageGenerationIn, runtime: RuntimeDep, caller: CallerDep, links: LinksDep
+    body: ImageGenerationIn,
+    runtime: RuntimeDep,
+    principal: Writer,
+    request: Request,
+    links: LinksDep,
 ) -> ImagesOut:
     """Generate images and wait for them, as OpenAI's Images API does."""
     _check_model(body.model, runtime.settings)
     spec = _spec(body, runtime.settings)
-    job = (await run_in_threadpool(runtime.intake.submit, spec, caller)).job
+    user = end_user(principal, body.user)
+    accepted = await run_in_threadpool(submit, runtime, principal, spec, client_ip(request), user)
+    job = accepted.submitted.job
     job = await wait_for_job(runtime, job.id, runtime.settings.job_timeout_s)
     as_b64 = body.response_format == "b64_json"
     return await run_in_threadpool(_answer, job, as_b64, runtime, links)
 
 
 @router.get("/models", response_model=ModelList)
-def list_models(runtime: RuntimeDep) -> ModelList:
+def list_models(runtime: RuntimeDep, _: PrincipalDep) -> ModelList:
     return ModelList(data=[ModelOut(id=served_model(runtime.settings), created=STARTED)])
 
 
@@ -251,7 +259,10 @@ def openai_error(exc: Exception, path: str) -> JSONResponse:
         exc = _validation_failure(exc)
     if isinstance(exc, ImageGateError):
         param = exc.field if isinstance(exc, InvalidField) else None
-        return envelope(400 if exc.status == 422 else exc.status, exc.message, exc.code, param)
+        status = 400 if exc.status == 422 else exc.status
+        response = envelope(status, exc.message, exc.code, param)
+        response.headers.update(error_headers(exc))
+        return response
     if isinstance(exc, HTTPException):
         return envelope(exc.status_code, str(exc.detail), None, None)
     log.exception("request.failed", path=path)

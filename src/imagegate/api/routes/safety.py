@@ -10,10 +10,11 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from imagegate.api.deps import RuntimeDep
+from imagegate.api.deps import PrincipalDep, RuntimeDep, Writer
+from imagegate.api.problems import documented
 from imagegate.jobs.specs import check_prompt
 
-router = APIRouter(prefix="/v1", tags=["safety"])
+router = APIRouter(prefix="/v1", tags=["safety"], responses=documented(401, 403, 429))
 
 
 class ModerationIn(BaseModel):
@@ -22,7 +23,7 @@ class ModerationIn(BaseModel):
 
 
 @router.post("/moderations")
-async def moderate(body: ModerationIn, runtime: RuntimeDep) -> dict[str, Any]:
+async def moderate(body: ModerationIn, runtime: RuntimeDep, _: Writer) -> dict[str, Any]:
     """``{"id", "model", "results": [{"flagged", "categories", "category_scores", "action",
     "reasons"}]}``: each prompt as a job submission would judge it, nothing recorded."""
     from imagegate.safety.pipeline import moderation_result
@@ -39,7 +40,7 @@ async def moderate(body: ModerationIn, runtime: RuntimeDep) -> dict[str, Any]:
 
 
 @router.get("/templates")
-def list_templates(runtime: RuntimeDep) -> list[dict[str, Any]]:
+def list_templates(runtime: RuntimeDep, _: PrincipalDep) -> list[dict[str, Any]]:
     return [
         {
             "name": t.name,

@@ -11,18 +11,21 @@ from fastapi import APIRouter, Depends, Header, Query, WebSocket, WebSocketDisco
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from imagegate.api.deps import LinksDep, OwnerDep, RuntimeDep, get_owner
+from imagegate.api.deps import LinksDep, Reader, RuntimeDep, authenticate
 from imagegate.api.follow import follow, render, socket_links
 from imagegate.api.links import Links
+from imagegate.api.problems import documented
 from imagegate.errors import ImageGateError
 from imagegate.runtime import Runtime
+from imagegate.tenancy.principal import Principal, Scope
 
-router = APIRouter(prefix="/v1/jobs", tags=["events"])
+router = APIRouter(prefix="/v1/jobs", tags=["events"], responses=documented(401, 403, 429))
 
 
-def existing_job(job_id: str, runtime: RuntimeDep, owner: OwnerDep) -> str:
-    """The job must exist (and be the caller's) before a stream starts: else a real 404."""
-    return runtime.store.get(job_id, owner).id
+def existing_job(job_id: str, runtime: RuntimeDep, principal: Reader) -> str:
+    """The job must exist (and be the caller's) before a stream starts: else a real 404.
+    A browser's EventSource, which cannot send headers, passes ``?access_token=``."""
+    return runtime.store.get(job_id, principal.tenant, principal.user).id
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse)
@@ -47,18 +50,21 @@ async def job_events(
 @router.websocket("/{job_id}/ws")
 async def job_socket(websocket: WebSocket, job_id: str) -> None:
     """Sends ``{"event", "id", "data"}`` messages until the job ends, then closes; a
-    ``{"action": "cancel"}`` message cancels the job."""
+    ``{"action": "cancel"}`` message cancels the job. The credential comes in the
+    ``Authorization`` header or, from a browser, as ``?access_token=``. A refusal is an
+    ``error`` message, then a close with 4000 + its HTTP status (4401, 4403, 4404, 4429)."""
     runtime: Runtime = websocket.app.state.runtime
-    owner = get_owner()
     await websocket.accept()
     try:
-        await run_in_threadpool(runtime.store.get, job_id, owner)
+        principal = await run_in_threadpool(authenticate, runtime, websocket)
+        principal.require(Scope.JOBS_READ)
+        await run_in_threadpool(runtime.store.get, job_id, principal.tenant, principal.user)
     except ImageGateError as exc:
         await websocket.send_json({"event": "error", "data": error_payload(exc)})
-        await websocket.close(code=4404)
+        await websocket.close(code=4000 + exc.status)
         return
     links = socket_links(websocket, runtime)
-    listener = asyncio.create_task(_listen_for_cancel(websocket, runtime, job_id, owner))
+    listener = asyncio.create_task(_listen_for_cancel(websocket, runtime, job_id, principal))
     sender = asyncio.create_task(_send_events(websocket, runtime, job_id, links))
     # Whichever ends first ends the socket: the job (sender) or the client (listener). A
     # client that leaves cancels nothing: the job goes on and can be read later by id.
@@ -78,7 +84,7 @@ async def _send_events(websocket: WebSocket, runtime: Runtime, job_id: str, link
 
 
 async def _listen_for_cancel(
-    websocket: WebSocket, runtime: Runtime, job_id: str, owner: str
+    websocket: WebSocket, runtime: Runtime, job_id: str, principal: Principal
 ) -> None:
     while True:
         try:
@@ -87,7 +93,10 @@ async def _listen_for_cancel(
             continue  # not JSON: nothing we act on
         if isinstance(message, dict) and message.get("action") == "cancel":
             try:
-                await run_in_threadpool(runtime.store.cancel, job_id, owner)
+                principal.require(Scope.JOBS_WRITE)
+                await run_in_threadpool(
+                    runtime.store.cancel, job_id, principal.tenant, principal.user
+                )
             except ImageGateError as exc:
                 await websocket.send_json({"event": "error", "data": error_payload(exc)})
 

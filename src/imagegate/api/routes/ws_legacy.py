@@ -18,14 +18,15 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from imagegate.api.deps import get_owner
+from imagegate.api.deps import authenticate, client_ip
 from imagegate.api.follow import follow, render, socket_links
 from imagegate.api.schemas import LegacyGenerateIn
+from imagegate.api.submission import submit
 from imagegate.errors import ImageGateError
-from imagegate.intake import Caller
 from imagegate.jobs.events import EventType, JobEvent
 from imagegate.jobs.specs import JobRequest, build_spec
 from imagegate.runtime import Runtime
+from imagegate.tenancy.principal import Principal, Scope
 
 router = APIRouter(tags=["original API"])
 
@@ -34,9 +35,16 @@ router = APIRouter(tags=["original API"])
 async def generate_socket(websocket: WebSocket) -> None:
     runtime: Runtime = websocket.app.state.runtime
     await websocket.accept()
+    try:
+        principal = await run_in_threadpool(authenticate, runtime, websocket)
+        principal.require(Scope.JOBS_WRITE)
+    except ImageGateError as exc:  # refused: say why in the protocol's own words, then close
+        await websocket.send_json({"status": "error", "message": exc.message, "code": exc.code})
+        await websocket.close(code=4000 + exc.status)
+        return
     inbox: asyncio.Queue[Any] = asyncio.Queue()
     reader = asyncio.create_task(_read(websocket, inbox))
-    session = _Session(websocket, runtime, inbox)
+    session = _Session(websocket, runtime, inbox, principal)
     try:
         while (message := await inbox.get()) is not None:
             await session.handle(message)
@@ -58,9 +66,15 @@ async def _read(websocket: WebSocket, inbox: asyncio.Queue[Any]) -> None:
 
 
 class _Session:
-    def __init__(self, websocket: WebSocket, runtime: Runtime, inbox: asyncio.Queue[Any]):
+    def __init__(
+        self,
+        websocket: WebSocket,
+        runtime: Runtime,
+        inbox: asyncio.Queue[Any],
+        principal: Principal,
+    ):
         self.websocket, self.runtime, self.inbox = websocket, runtime, inbox
-        self.owner = get_owner()
+        self.principal = principal
         self.links = socket_links(websocket, runtime)
         self.pending: list[Any] = []  # prompts that arrived while a job ran
 
@@ -68,13 +82,17 @@ class _Session:
         if isinstance(message, dict) and message.get("action") == "cancel":
             await self.send({"status": "error", "message": "No job is running to cancel."})
             return
-        caller = Caller(self.owner, self.websocket.client.host if self.websocket.client else None)
         try:
             request = LegacyGenerateIn.model_validate(message)
             spec = build_spec(
                 JobRequest(prompt=request.prompt, style=request.style), self.runtime.settings
             )
-            job = (await run_in_threadpool(self.runtime.intake.submit, spec, caller)).job
+            user, address = self.principal.user, client_ip(self.websocket)
+            await run_in_threadpool(self.runtime.gate.admit_request, self.principal, address)
+            accepted = await run_in_threadpool(
+                submit, self.runtime, self.principal, spec, address, user
+            )
+            job = accepted.submitted.job
         except (ValidationError, ImageGateError) as exc:  # refused: say why, keep the socket
             await self.send({"status": "error", "message": _reason(exc)})
             return
@@ -94,7 +112,10 @@ class _Session:
             message = self.inbox.get_nowait()
             if isinstance(message, dict) and message.get("action") == "cancel":
                 with contextlib.suppress(ImageGateError):
-                    await run_in_threadpool(self.runtime.store.cancel, job_id, self.owner)
+                    principal = self.principal
+                    await run_in_threadpool(
+                        self.runtime.store.cancel, job_id, principal.tenant, principal.user
+                    )
             elif message is None:
                 raise WebSocketDisconnect
             else:

@@ -1,0 +1,53 @@
+"""Submitting a job as a principal: one path for every route that creates jobs (``/v1/jobs``,
+``/generate``, both WebSockets, the OpenAI-compatible route)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from imagegate.errors import Forbidden
+from imagegate.intake import Caller, Submitted
+from imagegate.jobs.models import JobSpec
+from imagegate.runtime import Runtime
+from imagegate.tenancy.principal import Principal
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    submitted: Submitted
+    headers: dict[str, str]  # RateLimit-Policy and RateLimit
+
+
+def end_user(principal: Principal, asked: str | None) -> str | None:
+    """The job's end user: a browser token's own, or what a key's caller names."""
+    if principal.user is None:
+        return asked
+    if asked is not None and asked != principal.user:
+        raise Forbidden("This token creates jobs for its own user only.", field="user")
+    return principal.user
+
+
+def check_template(principal: Principal, template: str | None) -> None:
+    allowed = principal.templates
+    if allowed is not None and template not in allowed:
+        raise Forbidden(
+            f"This token may only create jobs from the templates {', '.join(allowed) or '(none)'}.",
+            field="template",
+        )
+
+
+def submit(
+    runtime: Runtime,
+    principal: Principal,
+    spec: JobSpec,
+    client_ip: str | None,
+    user: str | None = None,
+    webhook_url: str | None = None,
+    template: str | None = None,
+) -> Accepted:
+    """Admit (limits, quotas, caps, budget) and record the job. Blocking: call in a thread."""
+    check_template(principal, template)
+    admission = runtime.gate.admit_submission(principal, spec, user, client_ip)
+    caller = Caller(principal.tenant, client_ip)
+    submitted = runtime.intake.submit(spec, caller, webhook_url=webhook_url, admission=admission)
+    return Accepted(submitted, admission.headers)

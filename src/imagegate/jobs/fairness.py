@@ -1,0 +1,53 @@
+"""Fair share among tenants, inside the claim's single statement; and tenant scoping.
+
+The claim orders runnable jobs first by how much their tenant has been served lately,
+relative to its weight: the jobs it has running plus those started within the fair-share
+window, divided by ``tenants.weight``. A tenant with a burst of 500 jobs has been served
+a lot, so another tenant's first jobs go ahead of the burst's rest; then the two share
+the workers in proportion to their weights. Priority and age order jobs within a tenant
+(and break ties). The window (``IMAGEGATE_FAIR_SHARE_WINDOW_S``) is the memory: with 0,
+only running jobs count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Float, Join, cast, func, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from imagegate.jobs.states import Status
+from imagegate.jobs.tables import jobs, tenants
+
+
+@dataclass(frozen=True)
+class FairShare:
+    joined: Join  # jobs, with each tenant's recent service and weight
+    order: ColumnElement[Any]  # the claim's first sort key: least served first
+
+
+def fair_share(since: datetime) -> FairShare:
+    recent = jobs.alias("recent")
+    served = (
+        select(recent.c.owner, func.count().label("served"))
+        .where(or_(recent.c.status == Status.GENERATING.value, recent.c.started_at >= since))
+        .group_by(recent.c.owner)
+        .subquery("served")
+    )
+    joined = jobs.outerjoin(served, served.c.owner == jobs.c.owner).outerjoin(
+        tenants, tenants.c.id == jobs.c.owner
+    )
+    share = cast(func.coalesce(served.c.served, 0), Float) / func.coalesce(tenants.c.weight, 1.0)
+    return FairShare(joined, share)
+
+
+def scoped_to(owner: str | None, user: str | None) -> list[ColumnElement[bool]]:
+    """The conditions that keep a query to one tenant's jobs (and one end user's)."""
+    conditions = []
+    if owner is not None:
+        conditions.append(jobs.c.owner == owner)
+    if user is not None:
+        conditions.append(jobs.c.end_user == user)
+    return conditions

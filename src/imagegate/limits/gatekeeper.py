@@ -1,0 +1,100 @@
+"""Admission: what a request must pass before its job is recorded.
+
+Every request counts against its requests-per-minute limits; a submission also against
+its image limits and quotas, and then, in the transaction that records the job, its
+concurrent-jobs caps, its token's job allowance, the queue depth, and its budgets (where
+its estimated cost is reserved).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from imagegate.jobs.models import JobSpec
+from imagegate.limits import admission
+from imagegate.limits.caps import Caps
+from imagegate.limits.policy import Limits, default_limits, limits_of
+from imagegate.limits.ratelimit import RateLimiter
+from imagegate.settings import Settings
+from imagegate.tenancy.keys import KeyStore
+from imagegate.tenancy.principal import Principal
+from imagegate.usage import budgets
+from imagegate.usage.budgets import Scoped, budget_of
+from imagegate.usage.ledger import Pricing
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A submission's admission, to finish in the job's own transaction."""
+
+    identity: dict[str, Any]  # the job's columns: key, end user, token, estimated cost
+    caps: Caps
+    budgets: tuple[Scoped, ...]
+    estimate_micros: int
+    headers: dict[str, str]
+
+    def __call__(self, conn: Connection, job_id: str, now: datetime) -> None:
+        self.caps.enforce(conn)
+        budgets.reserve(conn, job_id, self.budgets, self.estimate_micros, now)
+
+
+class Gatekeeper:
+    def __init__(
+        self, settings: Settings, keys: KeyStore, limiter: RateLimiter, pricing: Pricing
+    ) -> None:
+        self.settings, self.keys, self.limiter, self.pricing = settings, keys, limiter, pricing
+        self._defaults = default_limits(settings)
+
+    def admit_request(self, principal: Principal, client_ip: str | None) -> dict[str, str]:
+        """Count the request; the rate-limit fields for its response."""
+        levels = self._levels(principal, principal.user, client_ip)
+        return self.limiter.admit(admission.request_checks(levels))
+
+    def admit_submission(
+        self, principal: Principal, spec: JobSpec, user: str | None, client_ip: str | None
+    ) -> Admission:
+        levels = self._levels(principal, user, client_ip)
+        headers = self.limiter.admit(admission.image_checks(levels, spec.n))
+        estimate = self.pricing.estimate(spec)
+        caps = Caps(
+            tenant=principal.tenant,
+            concurrent=admission.concurrency_caps(levels),
+            token_id=principal.token_id,
+            token_max_jobs=principal.max_jobs,
+            max_queue_depth=self.settings.max_queue_depth,
+            retry_after_s=self.settings.poll_hint_s,
+        )
+        identity = {
+            "key_id": principal.key_id,
+            "end_user": user,
+            "token_id": principal.token_id,
+            "cost_currency": self.pricing.currency,
+            "cost_estimate_micros": estimate,
+        }
+        return Admission(identity, caps, self._budgets(principal), estimate, headers)
+
+    def tenant_limits(self, tenant: str) -> Limits:
+        """The tenant's own limits, each unset one taken from the settings."""
+        record = self.keys.tenant(tenant)
+        own = limits_of(record.limits if record else None).model_dump(exclude_none=True)
+        return Limits.model_validate(self._defaults.model_dump(exclude_none=True) | own)
+
+    def _levels(
+        self, principal: Principal, user: str | None, client_ip: str | None
+    ) -> list[admission.Subject]:
+        limits = self.tenant_limits(principal.tenant)
+        return admission.subjects(principal, limits, user, client_ip)
+
+    def _budgets(self, principal: Principal) -> tuple[Scoped, ...]:
+        found = []
+        record = self.keys.tenant(principal.tenant)
+        if record is not None and (budget := budget_of(record.budget)) is not None:
+            found.append(Scoped(f"tenant:{principal.tenant}", budget, principal.tenant))
+        if principal.key_id is not None and (budget := budget_of(principal.budget)) is not None:
+            key = principal.key_id
+            found.append(Scoped(f"key:{key}", budget, principal.tenant, key))
+        return tuple(found)

@@ -1,0 +1,1 @@
+"""Who is calling: tenants, API keys (stored hashed), browser tokens, scopes, principals."""

@@ -1,0 +1,1 @@
+"""Cost tracking: the price table, the ledger, budget reservations and alerts."""
