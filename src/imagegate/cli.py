@@ -19,6 +19,8 @@ from imagegate.settings import Settings, load_settings
 app = typer.Typer(help="ImageGate: durable image generation as a service.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+keys_app = typer.Typer(help="Tenants' API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 console = Console(stderr=True)
 
 
@@ -133,3 +135,64 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     engine = create_db_engine(_settings(auto_migrate=False))
     upgrade(engine, revision)
     console.print(f"database at {revision}")
+
+
+def _key_store() -> Any:
+    from imagegate.jobs.database import create_db_engine, upgrade
+    from imagegate.tenancy.keys import KeyStore
+
+    settings = _settings(log_level="warning")
+    engine = create_db_engine(settings)
+    if settings.auto_migrate:
+        upgrade(engine)
+    return KeyStore(engine)
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="The tenant (created if new).")],
+    name: Annotated[str, typer.Option(help="What the key is for.")],
+    scopes: Annotated[
+        str, typer.Option(help="Comma separated: jobs:write,jobs:read,usage:read,admin.")
+    ] = "jobs:write,jobs:read,usage:read",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the key as JSON.")] = False,
+) -> None:
+    """Create an API key and print it. It is shown this once: only its hash is kept."""
+    import json
+
+    from imagegate.api.tenancy_schemas import KeyOut
+    from imagegate.tenancy.principal import Scope
+
+    try:
+        chosen = [Scope(part.strip()) for part in scopes.split(",") if part.strip()]
+        record, secret = _key_store().create_key(tenant, name, chosen)
+    except (ValueError, ImageGateError) as exc:
+        console.print(f"[red]error:[/red] {getattr(exc, 'message', exc)}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        typer.echo(json.dumps(KeyOut.of(record).model_dump(mode="json") | {"key": secret}))
+        return
+    typer.echo(secret)
+    console.print(f"key {record.id} for tenant {record.tenant}: keep it now, it is not shown again")
+
+
+@keys_app.command("list")
+def keys_list(
+    tenant: Annotated[str | None, typer.Option(help="One tenant's keys.")] = None,
+) -> None:
+    """List keys (prefixes only, never secrets)."""
+    for key in _key_store().list_keys(tenant):
+        state = "revoked" if key.revoked_at else "active"
+        scopes = ",".join(sorted(key.scopes))
+        typer.echo(f"{key.id}  {key.prefix}…  {key.tenant}  {key.name}  {scopes}  {state}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_…).")]) -> None:
+    """Revoke a key: refused everywhere within a second or two."""
+    try:
+        key = _key_store().revoke(key_id)
+    except ImageGateError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+    console.print(f"revoked {key.id} ({key.name}, tenant {key.tenant})")
