@@ -58,7 +58,7 @@ class Runtime:
             retry_backoff_s=settings.retry_backoff_s,
             job_timeout_s=settings.job_timeout_s,
             pricing=self.pricing,
-            fair_share_window_s=settings.fair_share_window_s,
+            fair_share_window_s=settings.fair_share_window_s if settings.fair_share else None,
         )
         self.keys = KeyStore(self.engine, cache_s=settings.key_cache_s)
         self.tokens = TokenSigner(settings.signing_key)

@@ -94,7 +94,7 @@ class JobStore:
         wakeup: Wakeup | None = None,
         clock: Clock = _utcnow,
         pricing: Pricing | None = None,
-        fair_share_window_s: float = 60.0,
+        fair_share_window_s: float | None = 60.0,
     ) -> None:
         self.engine = engine
         self.max_attempts = max_attempts
@@ -107,7 +107,10 @@ class JobStore:
         self._writer = engine.execution_options(**WRITE)
         self._postgres = engine.dialect.name == "postgresql"
         self.pricing = pricing  # None: no costs are recorded (tests of the bare queue)
-        self.fair_share_window = timedelta(seconds=fair_share_window_s)
+        # None: first come, first served (by priority, then age) whoever the tenant.
+        self.fair_share_window = (
+            None if fair_share_window_s is None else timedelta(seconds=fair_share_window_s)
+        )
 
     # -- reading -------------------------------------------------------------------------
 
@@ -343,15 +346,20 @@ class JobStore:
         how a worker gathers a batch.
         """
         now, token = self._now(), token or str(uuid.uuid4())
-        share = fair_share(now - self.fair_share_window)
         runnable = (
             select(jobs.c.id)
-            .select_from(share.joined)
             .where(jobs.c.status == Status.QUEUED.value, jobs.c.run_after <= now)
-            .order_by(share.order, jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
+            .order_by(jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True, of=jobs)
         )
+        if self.fair_share_window is not None:
+            share = fair_share(now - self.fair_share_window)
+            runnable = (
+                runnable.select_from(share.joined)
+                .order_by(None)
+                .order_by(share.order, jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
+            )
         if like is not None:
             runnable = runnable.where(*compatible_with(like))
         # A materialised CTE, so PostgreSQL locks and limits once; as a plain IN (subquery)

@@ -18,7 +18,7 @@ from imagegate.jobs.models import JobSpec
 from imagegate.limits import admission
 from imagegate.limits.caps import Caps
 from imagegate.limits.policy import Limits, default_limits, limits_of
-from imagegate.limits.ratelimit import RateLimiter
+from imagegate.limits.ratelimit import RateLimiter, header_fields
 from imagegate.settings import Settings
 from imagegate.tenancy.keys import KeyStore
 from imagegate.tenancy.principal import Principal
@@ -49,16 +49,23 @@ class Gatekeeper:
         self.settings, self.keys, self.limiter, self.pricing = settings, keys, limiter, pricing
         self._defaults = default_limits(settings)
 
-    def admit_request(self, principal: Principal, client_ip: str | None) -> dict[str, str]:
-        """Count the request; the rate-limit fields for its response."""
+    def admit_request(self, principal: Principal, client_ip: str | None) -> None:
+        """Count the request (a refusal carries the rate-limit fields; an admitted request
+        needs none, so they are not read)."""
         levels = self._levels(principal, principal.user, client_ip)
-        return self.limiter.admit(admission.request_checks(levels))
+        self.limiter.admit(admission.request_checks(levels), report=False)
 
     def admit_submission(
         self, principal: Principal, spec: JobSpec, user: str | None, client_ip: str | None
     ) -> Admission:
         levels = self._levels(principal, user, client_ip)
-        headers = self.limiter.admit(admission.image_checks(levels, spec.n))
+        requests = admission.request_checks(levels)
+        # A key's caller names the end user in the body, so the user's request count is
+        # taken here; the others (and a token's user) were counted as the request came in.
+        by_body = [c for c in requests if c.policy.startswith("user.") and not principal.user]
+        counted = self.limiter.admit([*by_body, *admission.image_checks(levels, spec.n)])
+        seen = self.limiter.standings([c for c in requests if c not in by_body])
+        headers = header_fields(seen + counted) if seen or counted else {}
         estimate = self.pricing.estimate(spec)
         caps = Caps(
             tenant=principal.tenant,

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
@@ -56,29 +57,45 @@ class RateLimiter:
         self._moving = MovingWindowRateLimiter(storage)
         self._fixed = FixedWindowRateLimiter(storage)
 
-    def admit(self, checks: Sequence[Check]) -> dict[str, str]:
+    def admit(self, checks: Sequence[Check], report: bool = True) -> list[Standing]:
         """Count every check, or raise the refusal of the first one over its quota.
-        Returns the rate-limit header fields for the response."""
-        if not checks:
-            return {}
-        try:
-            standings = [self._hit(check) for check in checks]
-        except (RateLimited, QuotaExceeded):
-            raise
-        except Exception as exc:  # the Redis server is away: refuse for now, say why
-            raise ServiceUnavailable(f"The rate-limit store is unavailable: {exc}") from exc
-        return header_fields(standings)
+        Returns where each stands (with ``report``; without, an admitted request costs
+        one storage call per check, not two, and nothing is returned)."""
+        with _storage_errors():
+            standings = [self._hit(check, report) for check in checks]
+        return standings if report else []
 
-    def _hit(self, check: Check) -> Standing:
+    def standings(self, checks: Sequence[Check]) -> list[Standing]:
+        """Where each check stands, counting nothing."""
+        with _storage_errors():
+            return [self._standing(check) for check in checks]
+
+    def _standing(self, check: Check) -> Standing:
+        limiter = self._fixed if check.window_s == DAY_S else self._moving
+        stats = limiter.get_window_stats(check.item(), check.identity)
+        return Standing(check, max(0, stats.remaining), _seconds_until(stats.reset_time))
+
+    def _hit(self, check: Check, report: bool) -> Standing:
         limiter = self._fixed if check.window_s == DAY_S else self._moving
         item, identity = check.item(), check.identity
         allowed = check.cost <= check.quota and limiter.hit(item, identity, cost=check.cost)
-        stats = limiter.get_window_stats(item, identity)
-        standing = Standing(check, max(0, stats.remaining), _seconds_until(stats.reset_time))
+        if allowed and not report:
+            return Standing(check, 0, 0)
+        standing = self._standing(check)
         if not allowed:
             metrics.RATE_LIMIT_REFUSALS.labels(check.policy).inc()
             raise refusal(standing)
         return standing
+
+
+@contextmanager
+def _storage_errors() -> Iterator[None]:
+    try:
+        yield
+    except RateLimited:
+        raise
+    except Exception as exc:  # the Redis server is away: refuse for now, and say why
+        raise ServiceUnavailable(f"The rate-limit store is unavailable: {exc}") from exc
 
 
 def refusal(standing: Standing) -> RateLimited:
