@@ -84,6 +84,10 @@ def generate(
     height: Annotated[int | None, typer.Option(help="Height in pixels.")] = None,
     steps: Annotated[int | None, typer.Option(help="Generation steps.")] = None,
     url: Annotated[str | None, typer.Option(help="A running server; embedded if omitted.")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="IMAGEGATE_API_KEY", help="The server's API key, if it needs one."),
+    ] = None,
 ) -> None:
     """Generate one image and write it as PNG, showing progress."""
     from imagegate.api.server import background_server
@@ -94,7 +98,7 @@ def generate(
     with ExitStack() as stack:
         quiet = _settings(log_level="warning")
         base = url or stack.enter_context(background_server(quiet, workers=1))
-        client = ImageGateClient(base)
+        client = ImageGateClient(base, api_key=api_key if url else None)
         stack.callback(client.close)
         try:
             job = _follow(

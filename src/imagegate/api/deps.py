@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Query, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from imagegate.api.links import Links
@@ -46,12 +47,20 @@ def authenticate(runtime: Runtime, connection: HTTPConnection) -> Principal:
     return principal
 
 
+BEARER = HTTPBearer(
+    auto_error=False,
+    description="A secret API key (ig_sk_…), a browser token, or the admin token. Needed "
+    "when IMAGEGATE_AUTH=required.",
+)
+
+
 def get_principal(
     request: Request,
     runtime: Annotated[Runtime, Depends(get_runtime)],
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
     access_token: Annotated[str | None, Query(include_in_schema=False)] = None,
 ) -> Principal:
+    """The credential is read by :func:`credential_of`; the parameters document it."""
     return authenticate(runtime, request)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from imagegate.errors import Forbidden
+from imagegate import metrics
+from imagegate.errors import BudgetExceeded, Forbidden, QueueFull, RateLimited
 from imagegate.intake import Caller, Submitted
 from imagegate.jobs.models import JobSpec
 from imagegate.runtime import Runtime
@@ -49,5 +50,11 @@ def submit(
     check_template(principal, template)
     admission = runtime.gate.admit_submission(principal, spec, user, client_ip)
     caller = Caller(principal.tenant, client_ip)
-    submitted = runtime.intake.submit(spec, caller, webhook_url=webhook_url, admission=admission)
+    try:
+        submitted = runtime.intake.submit(spec, caller, webhook_url, admission)
+    except (RateLimited, BudgetExceeded, QueueFull) as refused:  # caps and budgets
+        policy = refused.extra.get("policy") or refused.code
+        metrics.RATE_LIMIT_REFUSALS.labels(policy).inc()
+        refused.headers.update(admission.headers)
+        raise
     return Accepted(submitted, admission.headers)

@@ -76,8 +76,9 @@ class Scoped:
 def reserve(
     conn: Connection, job_id: str, budgets: Sequence[Scoped], micros: int, now: datetime
 ) -> None:
-    """Reserve ``micros`` against each budget, or raise :class:`BudgetExceeded`."""
-    for scoped in budgets:
+    """Reserve ``micros`` against each budget, or raise :class:`BudgetExceeded`. Rows are
+    locked in scope order here and in :func:`settle`, so the two never deadlock."""
+    for scoped in sorted(budgets, key=lambda b: b.scope):
         start, end = period_bounds(scoped.budget.period, now)
         row = {"scope": scoped.scope, "period_start": start}
         insert_or_ignore(conn, budget_spend, row | {"reserved_micros": 0, "spent_micros": 0})
@@ -133,7 +134,9 @@ def settle(
 ) -> list[Crossing]:
     """Turn the job's reservations into its actual cost; the thresholds newly crossed."""
     held = conn.execute(
-        select(budget_reservations).where(budget_reservations.c.job_id == job_id)
+        select(budget_reservations)
+        .where(budget_reservations.c.job_id == job_id)
+        .order_by(budget_reservations.c.scope)
     ).mappings()
     crossings: list[Crossing] = []
     for reservation in list(held):
