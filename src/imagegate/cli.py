@@ -98,7 +98,7 @@ def generate(
     with ExitStack() as stack:
         quiet = _settings(log_level="warning")
         base = url or stack.enter_context(background_server(quiet, workers=1))
-        client = ImageGateClient(base, api_key=api_key if url else None)
+        client = ImageGateClient(base, api_key=api_key)
         stack.callback(client.close)
         try:
             job = _follow(
