@@ -82,9 +82,10 @@ def rate_fields(header: str) -> dict[str, dict[str, int]]:
 
 
 def assert_refused(
-    response: httpx.Response, code: str, policy: str, quota: int, window_s: int
+    response: httpx.Response, code: str, policy: str, quota: int, window_s: int, left: int = 0
 ) -> dict[str, Any]:
-    """A 429 problem naming ``policy``, with Retry-After and both rate-limit fields."""
+    """A 429 problem naming ``policy``, with Retry-After and both rate-limit fields
+    (``left``: what remains, less than the refused request needed)."""
     assert response.status_code == 429, response.text
     assert response.headers["content-type"] == PROBLEM
     body: dict[str, Any] = response.json()
@@ -93,7 +94,7 @@ def assert_refused(
     assert 1 <= int(response.headers["Retry-After"]) <= window_s
     assert response.headers["RateLimit-Policy"] == f'"{policy}";q={quota};w={window_s}'
     standing = rate_fields(response.headers["RateLimit"])[policy]
-    assert standing["r"] == 0 and 1 <= standing["t"] <= window_s
+    assert standing["r"] == left and 1 <= standing["t"] <= window_s
     return body
 
 
@@ -158,7 +159,8 @@ def test_images_per_minute_counts_each_image_of_a_job(
     assert four.headers["RateLimit-Policy"] == '"key.images_per_minute";q=5;w=60'
     assert rate_fields(four.headers["RateLimit"])["key.images_per_minute"]["r"] == 1
 
-    assert_refused(submit(api, auth, n=2), "rate_limited", "key.images_per_minute", 5, 60)
+    too_many = submit(api, auth, n=2)
+    assert_refused(too_many, "rate_limited", "key.images_per_minute", 5, 60, left=1)
     # The refused job took nothing: the one image left is still there.
     assert submit(api, auth, n=1).status_code == 202
     assert_refused(submit(api, auth, n=1), "rate_limited", "key.images_per_minute", 5, 60)
@@ -213,7 +215,10 @@ def test_a_tenant_may_run_its_concurrent_jobs_again_once_one_finishes(
 
     with httpx.Client(base_url=api.base_url, headers=auth, timeout=30) as as_key:
         assert wait_for_job(as_key, running.json()["id"])["status"] == "completed"
-    assert submit(api, auth).status_code == 202
+        admitted = submit(api, auth, steps=20)
+        assert admitted.status_code == 202, admitted.text
+        # Canceled, it stops at its next step (of 20) instead of holding up the shutdown.
+        as_key.post(f"/v1/jobs/{admitted.json()['id']}/cancel")
 
 
 def test_a_full_queue_refuses_with_503_and_records_nothing(
@@ -234,15 +239,23 @@ def test_a_full_queue_refuses_with_503_and_records_nothing(
 # -- per end user ---------------------------------------------------------------------------
 
 
-def test_per_user_images_limit_one_user_and_not_another(
+def test_per_user_limits_one_user_and_not_another(
     server_factory: ServerFactory, keyed: SettingsFactory
 ) -> None:
     api = server_factory(keyed(), workers=0)
-    auth = create_key(api, limits={"per_user": {"images_per_minute": 2}})
-    assert submit(api, auth, user="alice", n=2).status_code == 202
-    refused = submit(api, auth, user="alice")
+    images = create_key(api, limits={"per_user": {"images_per_minute": 2}})
+    assert submit(api, images, user="alice", n=2).status_code == 202
+    refused = submit(api, images, user="alice")
     assert_refused(refused, "rate_limited", "user.images_per_minute", 2, 60)
-    assert submit(api, auth, user="bob", n=2).status_code == 202
+    assert submit(api, images, user="bob", n=2).status_code == 202
+
+    # A key's caller names the user in the body: its requests are counted per user too.
+    requests = create_key(api, limits={"per_user": {"requests_per_minute": 2}})
+    assert [submit(api, requests, user="alice").status_code for _ in range(2)] == [202, 202]
+    refused = submit(api, requests, user="alice")
+    assert_refused(refused, "rate_limited", "user.requests_per_minute", 2, 60)
+    assert submit(api, requests, user="bob").status_code == 202
+    assert submit(api, requests).status_code == 202  # no user named: no user to count
 
 
 def test_per_user_requests_limit_each_browser_token_user(
