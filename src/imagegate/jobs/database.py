@@ -61,4 +61,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 def insert_or_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
     """INSERT … ON CONFLICT DO NOTHING, on either database; True when a row was added."""
     dialect = sqlite_insert if conn.dialect.name == "sqlite" else postgres_insert
-    return bool(conn.execute(dialect(table).values(values).on_conflict_do_nothing()).rowcount)
+    statement = dialect(table).values(values).on_conflict_do_nothing()
+    # SQLAlchemy keeps an INSERT's rowcount only when asked; psycopg's would read -1 (true).
+    result = conn.execute(statement, execution_options={"preserve_rowcount": True})
+    return bool(result.rowcount)

@@ -38,9 +38,12 @@ class Check:
     unit: str = "requests"
 
     def item(self) -> RateLimitItem:
+        # The unit is in the storage key: a subject's requests and its images, with the
+        # same quota and window, would otherwise share one counter.
+        namespace = f"imagegate:{self.unit}"
         if self.window_s == DAY_S:
-            return RateLimitItemPerDay(self.quota, namespace="imagegate")
-        return RateLimitItemPerMinute(self.quota, namespace="imagegate")
+            return RateLimitItemPerDay(self.quota, namespace=namespace)
+        return RateLimitItemPerMinute(self.quota, namespace=namespace)
 
 
 @dataclass(frozen=True, slots=True)
