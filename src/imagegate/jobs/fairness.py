@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, Join, cast, func, or_, select
+from sqlalchemy import Float, Join, cast, func, select, union_all
 from sqlalchemy.sql.elements import ColumnElement
 
 from imagegate.jobs.states import Status
@@ -29,11 +29,17 @@ class FairShare:
 
 
 def fair_share(since: datetime) -> FairShare:
-    recent = jobs.alias("recent")
+    # Two index searches (running jobs by status, recent ones by start time), never a scan
+    # of the whole history, which a single OR of the two conditions turned into on SQLite.
+    running, recent = jobs.alias("running"), jobs.alias("recent")
+    generating = Status.GENERATING.value
+    either = union_all(
+        select(running.c.owner).where(running.c.status == generating),
+        select(recent.c.owner).where(recent.c.started_at >= since, recent.c.status != generating),
+    ).subquery("recently_served")
     served = (
-        select(recent.c.owner, func.count().label("served"))
-        .where(or_(recent.c.status == Status.GENERATING.value, recent.c.started_at >= since))
-        .group_by(recent.c.owner)
+        select(either.c.owner, func.count().label("served"))
+        .group_by(either.c.owner)
         .subquery("served")
     )
     joined = jobs.outerjoin(served, served.c.owner == jobs.c.owner).outerjoin(
