@@ -3,7 +3,8 @@
 1. **Auth overhead.** The same poll (``GET /v1/jobs/{id}`` of a finished job) against three
    servers side by side, in interleaved rounds: ``IMAGEGATE_AUTH=off`` (the floor), and
    ``required`` with a key whose tenant has rate limits, counted in memory and in Redis.
-   Reports each median and the difference from the floor (target: at most 0.3 ms).
+   Reports each median and the difference from the floor (target: at most 0.3 ms), and the
+   same for the dependency alone, called in process (authenticate and count the request).
 2. **Fair share.** Two workers, a 100 ms generation: tenant A submits 300 jobs, then tenant
    B submits 10. Reports B's median wait (submission to start) in generation times (target
    at most 3; first come, first served, run in the same script, gives about 150) and the
@@ -89,19 +90,55 @@ def auth_overhead(work: Path, polls: int, redis_url: str | None) -> dict[str, An
             )
             targets[name] = (client, f"/v1/jobs/{finished_job(client, headers)}", headers)
         samples: dict[str, list[float]] = {name: [] for name in targets}
-        for _ in range(polls // 100):  # interleaved rounds: drift hits every variant alike
+        for _ in range(polls):  # round robin: drift hits every variant alike
             for name, (client, path, headers) in targets.items():
-                for _ in range(100):
-                    started = time.perf_counter()
-                    response = client.get(path, headers=headers)
-                    samples[name].append((time.perf_counter() - started) * 1000)
-                    assert response.status_code == 200, response.text
+                started = time.perf_counter()
+                response = client.get(path, headers=headers)
+                samples[name].append((time.perf_counter() - started) * 1000)
+                assert response.status_code == 200, response.text
     medians = {name: round(statistics.median(ms), 4) for name, ms in samples.items()}
     return {
         "polls_per_variant": len(samples["off"]),
         "median_ms": medians,
         "added_ms": {name: round(ms - medians["off"], 4) for name, ms in medians.items()},
         "target_added_ms": 0.3,
+    }
+
+
+def auth_cpu(work: Path, calls: int, redis_url: str | None) -> dict[str, Any]:
+    """The dependency itself, in process: authenticate and count one request, per call."""
+    from starlette.requests import Request
+
+    from imagegate.api.deps import authenticate
+    from imagegate.runtime import Runtime
+    from imagegate.settings import load_settings
+
+    runtimes, requests = {}, {}
+    variants = {"off": {}, "required_memory": {"auth": "required"}}
+    if redis_url:
+        variants["required_redis"] = {"auth": "required", "redis_url": redis_url}
+    for name, extra in variants.items():
+        settings = load_settings(data_dir=work / f"cpu-{name}", safety_enabled=False, **extra)
+        runtime = Runtime(settings)
+        runtime.keys.put_tenant(name, limits=LIMITS)
+        _, secret = runtime.keys.create_key(name, "bench", ["jobs:read"])
+        header = [(b"authorization", f"Bearer {secret}".encode())]
+        scope = {"type": "http", "headers": header, "query_string": b"", "client": ("127.0.0.1", 1)}
+        runtimes[name], requests[name] = runtime, Request(scope)
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(calls // 100):
+        for name in variants:
+            started = time.perf_counter()
+            for _ in range(100):
+                authenticate(runtimes[name], requests[name])
+            samples[name].append((time.perf_counter() - started) * 10)  # ms per call
+    for runtime in runtimes.values():
+        runtime.close()
+    medians = {name: round(statistics.median(ms), 4) for name, ms in samples.items()}
+    return {
+        "calls_per_variant": calls,
+        "median_ms": medians,
+        "added_ms": {name: round(ms - medians["off"], 4) for name, ms in medians.items()},
     }
 
 
@@ -195,6 +232,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         overhead = auth_overhead(work, args.polls, args.redis_url)
+        overhead["in_process"] = auth_cpu(work, 20 * args.polls, args.redis_url)
         print(json.dumps(overhead, indent=2))
         trials: dict[str, list[dict[str, Any]]] = {"fair": [], "fcfs": []}
         for trial in range(args.trials):  # alternated, so drift hits both alike

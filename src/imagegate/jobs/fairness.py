@@ -12,10 +12,9 @@ only running jobs count.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, Join, cast, func, select, union_all
+from sqlalchemy import DateTime, Float, Join, bindparam, cast, func, select, union_all
 from sqlalchemy.sql.elements import ColumnElement
 
 from imagegate.jobs.states import Status
@@ -28,7 +27,12 @@ class FairShare:
     order: ColumnElement[Any]  # the claim's first sort key: least served first
 
 
-def fair_share(since: datetime) -> FairShare:
+SINCE = "served_since"  # the bound parameter: the start of the fair-share window
+
+
+def fair_share() -> FairShare:
+    """Built once: the window's start is the bound parameter ``served_since``."""
+    since = bindparam(SINCE, type_=DateTime(timezone=True))
     # Two index searches (running jobs by status, recent ones by start time), never a scan
     # of the whole history, which a single OR of the two conditions turned into on SQLite.
     running, recent = jobs.alias("running"), jobs.alias("recent")
@@ -47,6 +51,9 @@ def fair_share(since: datetime) -> FairShare:
     )
     share = cast(func.coalesce(served.c.served, 0), Float) / func.coalesce(tenants.c.weight, 1.0)
     return FairShare(joined, share)
+
+
+FAIR_SHARE = fair_share()
 
 
 def scoped_to(owner: str | None, user: str | None) -> list[ColumnElement[bool]]:

@@ -43,7 +43,7 @@ from imagegate.jobs.changes import (
 )
 from imagegate.jobs.database import WRITE
 from imagegate.jobs.events import EventType
-from imagegate.jobs.fairness import fair_share, scoped_to
+from imagegate.jobs.fairness import FAIR_SHARE, SINCE, scoped_to
 from imagegate.jobs.models import (
     Claim,
     ErrorInfo,
@@ -353,12 +353,13 @@ class JobStore:
             .limit(limit)
             .with_for_update(skip_locked=True, of=jobs)
         )
+        window: dict[str, datetime] = {}
         if self.fair_share_window is not None:
-            share = fair_share(now - self.fair_share_window)
+            window[SINCE] = now - self.fair_share_window
             runnable = (
-                runnable.select_from(share.joined)
+                runnable.select_from(FAIR_SHARE.joined)
                 .order_by(None)
-                .order_by(share.order, jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
+                .order_by(FAIR_SHARE.order, jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
             )
         if like is not None:
             runnable = runnable.where(*compatible_with(like))
@@ -380,7 +381,8 @@ class JobStore:
                     progress_step=None,
                     progress_total=None,
                 )
-                .returning(*jobs.c)
+                .returning(*jobs.c),
+                window,
             ).mappings()
             claimed = [Claim(job_from_row(row), token) for row in rows]
             for claim in claimed:
