@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/batching.py
 	$(BIN)/python bench/safety_eval.py
+	$(BIN)/python bench/tenancy.py
 
 clean:
 	rm -rf $(VENV) imagegate-data .pytest_cache .mypy_cache .ruff_cache
