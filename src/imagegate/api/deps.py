@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Query, Request, Security
+from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from imagegate.api.links import Links
 from imagegate.errors import Unauthorized
-from imagegate.intake import Caller
 from imagegate.runtime import Runtime
 from imagegate.tenancy.auth import bearer
 from imagegate.tenancy.keys import KEY_PREFIX
@@ -54,27 +53,21 @@ BEARER = HTTPBearer(
 )
 
 
-def get_principal(
-    request: Request,
-    runtime: Annotated[Runtime, Depends(get_runtime)],
-    _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
-    access_token: Annotated[str | None, Query(include_in_schema=False)] = None,
-) -> Principal:
-    """The credential is read by :func:`credential_of`; the parameters document it."""
-    return authenticate(runtime, request)
+def requires(scope: Scope | None) -> Callable[..., Principal]:
+    """The caller, authenticated and counted, with ``scope`` (None: any valid credential).
+    One dependency per route, so a request takes one trip to the thread pool for it."""
 
+    def principal(
+        request: Request,
+        runtime: Annotated[Runtime, Depends(get_runtime)],
+        _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+    ) -> Principal:
+        found = authenticate(runtime, request)  # reads the credential itself (credential_of)
+        if scope is not None:
+            found.require(scope)
+        return found
 
-def requires(scope: Scope) -> Callable[[Principal], Principal]:
-    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-        principal.require(scope)
-        return principal
-
-    return check
-
-
-def get_caller(request: Request, principal: Annotated[Principal, Depends(get_principal)]) -> Caller:
-    """The owner and client address, for the audit log."""
-    return Caller(principal.tenant, client_ip(request))
+    return principal
 
 
 def get_links(request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]) -> Links:
@@ -83,9 +76,8 @@ def get_links(request: Request, runtime: Annotated[Runtime, Depends(get_runtime)
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
+PrincipalDep = Annotated[Principal, Depends(requires(None))]
 Reader = Annotated[Principal, Depends(requires(Scope.JOBS_READ))]
 Writer = Annotated[Principal, Depends(requires(Scope.JOBS_WRITE))]
 UsageReader = Annotated[Principal, Depends(requires(Scope.USAGE_READ))]
 LinksDep = Annotated[Links, Depends(get_links)]
-CallerDep = Annotated[Caller, Depends(get_caller)]

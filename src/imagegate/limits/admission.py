@@ -15,6 +15,8 @@ from imagegate.limits.policy import Limits
 from imagegate.limits.ratelimit import DAY_S, Check
 from imagegate.tenancy.principal import Principal
 
+NONE = Limits()
+
 
 @dataclass(frozen=True, slots=True)
 class Subject:
@@ -28,6 +30,8 @@ class Subject:
 def subjects(
     principal: Principal, tenant_limits: Limits, user: str | None, client_ip: str | None
 ) -> list[Subject]:
+    if principal.kind == "local" and tenant_limits == NONE:
+        return []  # the embedded default: nothing to count
     if principal.kind == "local":
         per_ip = tenant_limits.model_copy(update={"concurrent_jobs": None})
         local = Limits(concurrent_jobs=tenant_limits.concurrent_jobs)

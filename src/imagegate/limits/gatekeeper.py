@@ -48,6 +48,7 @@ class Gatekeeper:
     ) -> None:
         self.settings, self.keys, self.limiter, self.pricing = settings, keys, limiter, pricing
         self._defaults = default_limits(settings)
+        self._merged: dict[str, tuple[Any, Limits]] = {}  # tenant -> (its stored limits, merged)
 
     def admit_request(self, principal: Principal, client_ip: str | None) -> None:
         """Count the request (a refusal carries the rate-limit fields; an admitted request
@@ -87,8 +88,13 @@ class Gatekeeper:
     def tenant_limits(self, tenant: str) -> Limits:
         """The tenant's own limits, each unset one taken from the settings."""
         record = self.keys.tenant(tenant)
-        own = limits_of(record.limits if record else None).model_dump(exclude_none=True)
-        return Limits.model_validate(self._defaults.model_dump(exclude_none=True) | own)
+        stored = record.limits if record else None
+        merged = self._merged.get(tenant)
+        if merged is None or merged[0] is not stored:  # parsed once per tenant record
+            own = limits_of(stored).model_dump(exclude_none=True)
+            limits = Limits.model_validate(self._defaults.model_dump(exclude_none=True) | own)
+            merged = self._merged[tenant] = (stored, limits)
+        return merged[1]
 
     def _levels(
         self, principal: Principal, user: str | None, client_ip: str | None
