@@ -41,10 +41,13 @@ def fair_share() -> FairShare:
         select(running.c.owner).where(running.c.status == generating),
         select(recent.c.owner).where(recent.c.started_at >= since, recent.c.status != generating),
     ).subquery("recently_served")
+    # Materialised: counted once per claim, then joined to each queued job. As a plain
+    # subquery, PostgreSQL may re-aggregate it for every queued row of a nested loop.
     served = (
         select(either.c.owner, func.count().label("served"))
         .group_by(either.c.owner)
-        .subquery("served")
+        .cte("served")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
     )
     joined = jobs.outerjoin(served, served.c.owner == jobs.c.owner).outerjoin(
         tenants, tenants.c.id == jobs.c.owner

@@ -440,6 +440,7 @@ class JobStore:
                 batch_size=meta.batch_size,
                 progress_step=claim.job.spec.steps,
                 progress_total=claim.job.spec.steps,
+                cost_micros=self.pricing.completed(claim.job.spec, meta) if self.pricing else None,
                 event=completed_event(stored, meta),
                 **checked,
                 **error_values(None),
@@ -651,18 +652,24 @@ class JobStore:
         event is appended and, for a final state, the job's webhook is put in the outbox,
         all in the same transaction."""
         sources = [from_.value] if from_ else [s.value for s in sources_of(target)]
-        result = conn.execute(
-            update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.status.in_(sources), *guards)
-            .values(status=target.value, **values)
+        # A final change returns the job's row: what its cost is settled from.
+        ended = (
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status.in_(sources), *guards)
+                .values(status=target.value, **values)
+                .returning(*jobs.c)
+            )
+            .mappings()
+            .first()
         )
-        if result.rowcount != 1:
+        if ended is None:
             return False
         self._emit(conn, job_id, EVENT_OF[target], event)
         if target.is_final:
             outbox.enqueue(conn, job_id, f"job.{target.value}", self._now())
             if self.pricing is not None:
-                ledger.settle_job(conn, job_id, target, self.pricing, self._now())
+                ledger.settle_job(conn, ended, target, self.pricing, self._now())
         return True
 
     def _emit(self, conn: Connection, job_id: str, kind: EventType, data: dict[str, Any]) -> None:

@@ -129,17 +129,28 @@ class Crossing:
     spent_micros: int
 
 
-def settle(
-    conn: Connection, job_id: str, actual: int, budgets: dict[str, Budget], now: datetime
-) -> list[Crossing]:
-    """Turn the job's reservations into its actual cost; the thresholds newly crossed."""
+def reservations(conn: Connection, job_id: str) -> list[Any]:
+    """The job's reservations, in the order :func:`reserve` locked their budgets."""
     held = conn.execute(
         select(budget_reservations)
         .where(budget_reservations.c.job_id == job_id)
         .order_by(budget_reservations.c.scope)
     ).mappings()
+    return list(held)
+
+
+def settle(
+    conn: Connection,
+    job_id: str,
+    held: Sequence[Any],
+    actual: int,
+    budgets: dict[str, Budget],
+    now: datetime,
+) -> list[Crossing]:
+    """Turn the job's reservations (``held``) into its actual cost; the thresholds newly
+    crossed."""
     crossings: list[Crossing] = []
-    for reservation in list(held):
+    for reservation in held:
         scope, start = reservation["scope"], reservation["period_start"]
         where = (budget_spend.c.scope == scope, budget_spend.c.period_start == start)
         conn.execute(

@@ -7,13 +7,14 @@ that failed (or was canceled) while running costs ``failed_fraction`` of what it
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from imagegate.jobs.models import JobSpec
+from imagegate.jobs.models import GenerationMeta, JobSpec
 from imagegate.jobs.states import Status
 from imagegate.jobs.tables import api_keys, jobs, tenants, usage_ledger
 from imagegate.usage import alerts, budgets
@@ -37,6 +38,11 @@ class Pricing:
         usage = Usage(self.model, spec.width, spec.height, spec.steps, spec.n)
         return self.prices.estimate(usage)
 
+    def completed(self, spec: JobSpec, meta: GenerationMeta) -> int:
+        """What a job that completed with ``meta`` costs (set as it completes)."""
+        usage = Usage(meta.model, spec.width, spec.height, spec.steps, spec.n)
+        return self.prices.actual(dataclasses.replace(usage, generation_ms=meta.generation_time_ms))
+
     def actual(self, row: Any, status: Status) -> int:
         if row["started_at"] is None:
             return 0  # canceled or rejected before it ran
@@ -52,15 +58,14 @@ class Pricing:
         return cost if status is Status.COMPLETED else round(cost * self.failed_fraction)
 
 
-def settle_job(
-    conn: Connection, job_id: str, status: Status, pricing: Pricing, now: datetime
-) -> None:
-    """Record the ended job's cost: on the job, in the ledger, against its budgets (and
-    alert on thresholds crossed)."""
-    row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().one()
+def settle_job(conn: Connection, row: Any, status: Status, pricing: Pricing, now: datetime) -> None:
+    """Record the ended job's cost (``row``: the job as it ended): on the job, in the
+    ledger, against its budgets (and alert on thresholds crossed)."""
+    job_id = row["id"]
     cost = pricing.actual(row, status)
     images = row["n"] if status is Status.COMPLETED else 0
-    conn.execute(update(jobs).where(jobs.c.id == job_id).values(cost_micros=cost))
+    if row["cost_micros"] != cost:  # a completion sets it already, in the same UPDATE
+        conn.execute(update(jobs).where(jobs.c.id == job_id).values(cost_micros=cost))
     conn.execute(
         insert(usage_ledger).values(
             job_id=job_id,
@@ -78,8 +83,11 @@ def settle_job(
     )
     settled = (row["owner"], row["model"] or pricing.model, status.value, images, cost)
     conn.info.setdefault(SETTLED, []).append(settled)
+    held = budgets.reservations(conn, job_id)
+    if not held:  # no budget applied when it was submitted
+        return
     scoped = budgets_for(conn, row["owner"], row["key_id"])
-    crossings = budgets.settle(conn, job_id, cost, scoped, now)
+    crossings = budgets.settle(conn, job_id, held, cost, scoped, now)
     for crossing in crossings:
         alerts.raise_alert(conn, crossing, scoped[crossing.scope], row["owner"], now)
 
