@@ -66,6 +66,7 @@ jobs = Table(
     Column("cost_currency", String(3)),
     Column("cost_estimate_micros", BigInteger),  # reserved against budgets at submission
     Column("cost_micros", BigInteger),  # the actual cost, once the job ended
+    Column("budgeted", Boolean),  # its estimate was reserved against a budget
     # The claim query's path: the next runnable job by priority, then age.
     Index("ix_jobs_queue", "status", text("priority DESC"), "created_at", "id"),
     Index("ix_jobs_owner_created", "owner", "created_at", "id"),

@@ -83,7 +83,9 @@ class Gatekeeper:
             "cost_currency": self.pricing.currency,
             "cost_estimate_micros": estimate,
         }
-        return Admission(identity, caps, self._budgets(principal), estimate, headers)
+        budgets = self._budgets(principal)
+        identity["budgeted"] = bool(budgets)
+        return Admission(identity, caps, budgets, estimate, headers)
 
     def tenant_limits(self, tenant: str) -> Limits:
         """The tenant's own limits, each unset one taken from the settings."""

@@ -83,7 +83,7 @@ def settle_job(conn: Connection, row: Any, status: Status, pricing: Pricing, now
     )
     settled = (row["owner"], row["model"] or pricing.model, status.value, images, cost)
     conn.info.setdefault(SETTLED, []).append(settled)
-    held = budgets.reservations(conn, job_id)
+    held = budgets.reservations(conn, job_id) if row["budgeted"] else []
     if not held:  # no budget applied when it was submitted
         return
     scoped = budgets_for(conn, row["owner"], row["key_id"])

@@ -23,6 +23,7 @@ JOB_COLUMNS = (
     ("cost_currency", sa.String(3)),
     ("cost_estimate_micros", sa.BigInteger()),
     ("cost_micros", sa.BigInteger()),
+    ("budgeted", sa.Boolean()),
 )
 
 
