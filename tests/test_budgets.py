@@ -418,6 +418,12 @@ def test_each_threshold_crossed_sends_one_signed_alert(
     assert any("50%" in entry["reasons"][0] for entry in audit)
     assert alerts_total(api, tenant) == {"0.5": 1.0, "1": 1.0}
 
+    logged = admin.get(f"/v1/admin/tenants/{tenant}/alerts").json()["data"]
+    assert [(m["event_type"], m["status"], m["url"]) for m in logged] == [
+        ("budget.threshold_crossed", "delivered", receiver.url)
+    ] * 2
+    assert all(m["attempts"][0]["status_code"] == 204 for m in logged)  # what it answered
+
 
 def test_an_alert_url_on_a_private_network_is_refused_unless_allowed(
     start: Start, signed: Signed

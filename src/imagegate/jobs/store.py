@@ -254,6 +254,11 @@ class JobStore:
         with self.engine.connect() as conn:
             return outbox.deliveries_of(conn, job_id)
 
+    def alert_deliveries(self, tenant: str) -> list[dict[str, Any]]:
+        """A tenant's budget alerts, as sent through the outbox, with every attempt."""
+        with self.engine.connect() as conn:
+            return outbox.deliveries_of(conn, None, tenant)
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(select(1))

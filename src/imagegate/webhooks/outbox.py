@@ -170,12 +170,18 @@ class Attempt:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-def deliveries_of(conn: Connection, job_id: str) -> list[dict[str, Any]]:
-    """A job's messages, each with its attempts, oldest first."""
+def deliveries_of(
+    conn: Connection, job_id: str | None, tenant: str | None = None
+) -> list[dict[str, Any]]:
+    """A job's messages (or, with ``job_id`` None, a tenant's budget alerts), each with
+    its attempts, oldest first."""
+    whose = (
+        webhook_deliveries.c.job_id == job_id
+        if job_id is not None
+        else (webhook_deliveries.c.job_id.is_(None)) & (webhook_deliveries.c.tenant == tenant)
+    )
     messages = conn.execute(
-        select(webhook_deliveries)
-        .where(webhook_deliveries.c.job_id == job_id)
-        .order_by(webhook_deliveries.c.created_at)
+        select(webhook_deliveries).where(whose).order_by(webhook_deliveries.c.created_at)
     ).mappings()
     result = []
     for message in messages:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import Enum
+from typing import Any
 
 from fastapi import APIRouter
 
@@ -87,6 +88,16 @@ def put_tenant(tenant: str, body: TenantPut, principal: AdminDep, runtime: Runti
 def get_tenant(tenant: str, principal: AdminDep, runtime: RuntimeDep) -> TenantOut:
     _own_tenant(principal, tenant)
     return _tenant_out(runtime, runtime.keys.require_tenant(tenant))
+
+
+@router.get("/admin/tenants/{tenant}/alerts", tags=ADMIN)
+def tenant_alerts(
+    tenant: str, principal: AdminDep, runtime: RuntimeDep
+) -> dict[str, list[dict[str, Any]]]:
+    """The tenant's budget alerts as sent to its ``alert_url``, with every attempt."""
+    _own_tenant(principal, tenant)
+    runtime.keys.require_tenant(tenant)
+    return {"data": runtime.store.alert_deliveries(tenant)}
 
 
 @router.get("/admin/tenants", response_model=dict[str, list[TenantOut]], tags=ADMIN)
