@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from imagegate.api.deps import LinksDep, RuntimeDep, credential_of
+from imagegate.api.image_headers import image_headers
 from imagegate.api.problems import documented
 from imagegate.api.schemas import JobOut
 from imagegate.errors import Forbidden, IllegalTransition, ImageNotFound
@@ -74,7 +75,8 @@ def reject(job_id: str, principal: AdminDep, runtime: RuntimeDep, links: LinksDe
 def withheld_image(principal: AdminDep, runtime: RuntimeDep, job_id: str, index: int) -> Response:
     """An image the output gate withheld (quarantined), for the reviewer to look at."""
     png = runtime.quarantine.get(held_job(runtime, principal, job_id), index)
-    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+    headers = image_headers(f"{job_id}-withheld-{index}", "no-store")
+    return Response(png, media_type="image/png", headers=headers)
 
 
 @router.get("/audit")

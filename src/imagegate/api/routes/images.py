@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from imagegate.api.deps import RuntimeDep
+from imagegate.api.image_headers import image_headers
 from imagegate.errors import ImageNotFound
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -30,5 +31,5 @@ def get_image(
     return Response(
         runtime.storage.get(image.storage_key),
         media_type="image/png",
-        headers={"Cache-Control": "private, max-age=3600, immutable"},
+        headers=image_headers(image_id, "private, max-age=3600, immutable"),
     )

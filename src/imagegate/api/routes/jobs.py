@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from imagegate.api.deps import LinksDep, Reader, RuntimeDep, Writer, client_ip
+from imagegate.api.image_headers import image_headers
 from imagegate.api.problems import documented
 from imagegate.api.schemas import JobCreate, JobOut, JobPage
 from imagegate.api.submission import end_user, submit
@@ -110,7 +111,9 @@ def get_preview(
     except ImageNotFound as exc:
         raise ImageNotFound("No preview was made at this step.") from exc
     return Response(
-        data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"}
+        data,
+        media_type="image/png",
+        headers=image_headers(f"{job_id}-preview-{step}", "private, max-age=3600"),
     )
 
 

@@ -19,6 +19,7 @@ from imagegate.errors import ImageGateError
 from imagegate.runtime import Runtime
 from imagegate.tenancy.principal import Principal, Scope
 
+MAX_EVENT_ID = 2**63 - 1  # event ids are 64-bit: a larger one is a 422, not a crash
 router = APIRouter(prefix="/v1/jobs", tags=["events"], responses=documented(401, 403, 429))
 
 
@@ -33,8 +34,10 @@ async def job_events(
     job_id: Annotated[str, Depends(existing_job)],
     runtime: RuntimeDep,
     links: LinksDep,
-    last_event_id: Annotated[int | None, Header()] = None,
-    after: Annotated[int | None, Query(description="Same as Last-Event-ID.")] = None,
+    last_event_id: Annotated[int | None, Header(ge=0, le=MAX_EVENT_ID)] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_EVENT_ID, description="Same as Last-Event-ID.")
+    ] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """The job's events as ``text/event-stream``: ``event:`` is the type, ``data:`` the JSON
     payload, ``id:`` the event id (resume with ``Last-Event-ID``). Keep-alive comments come
@@ -91,6 +94,9 @@ async def _listen_for_cancel(
             message = await websocket.receive_json()
         except ValueError:
             continue  # not JSON: nothing we act on
+        except KeyError:  # a binary frame: this socket speaks JSON text
+            await websocket.close(code=1003, reason="Send JSON text frames.")
+            return
         if isinstance(message, dict) and message.get("action") == "cancel":
             try:
                 principal.require(Scope.JOBS_WRITE)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -57,12 +58,18 @@ async def generate_socket(websocket: WebSocket) -> None:
 
 
 async def _read(websocket: WebSocket, inbox: asyncio.Queue[Any]) -> None:
-    """Reads every client message into the inbox; ``None`` marks the end of the socket."""
+    """Reads every client message into the inbox; ``None`` marks the end of the socket,
+    whatever ends it. The protocol is JSON text: a binary frame closes with 1003."""
     try:
-        while True:
-            await inbox.put(await websocket.receive_json())
+        while (message := await websocket.receive())["type"] == "websocket.receive":
+            if message.get("text") is None:
+                await websocket.close(code=1003, reason="Send JSON text frames.")
+                return
+            await inbox.put(json.loads(message["text"]))
     except (WebSocketDisconnect, ValueError, RuntimeError):
-        await inbox.put(None)
+        pass  # gone, or not JSON: the socket ends
+    finally:
+        inbox.put_nowait(None)
 
 
 class _Session:
