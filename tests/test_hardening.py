@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import httpx
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from tests.conftest import SettingsFactory
 from tests.helpers import wait_for_job
 
 
@@ -66,3 +68,28 @@ async def test_a_binary_frame_closes_the_job_socket_with_1003(api: httpx.Client)
     # A finished job's socket sends its events and closes normally (1000); the binary
     # frame, read first, closes it with 1003. Either way it closes: never a crash.
     assert codes and codes[0] in (1000, 1003)
+
+
+def test_a_forwarded_for_header_is_ignored_unless_the_proxy_is_trusted(
+    server_factory: Callable[..., httpx.Client], make_settings: SettingsFactory
+) -> None:
+    """Forging X-Forwarded-For from a local peer must not buy a fresh per-address allowance
+    (the same address feeds the audit log); from a configured proxy it is honoured."""
+    limited = {"limit_requests_per_minute": 2}
+    direct = server_factory(make_settings(**limited), workers=0)
+    codes = [
+        direct.post(
+            "/generate", json={"prompt": "a kite"}, headers={"X-Forwarded-For": f"203.0.113.{i}"}
+        ).status_code
+        for i in range(3)
+    ]
+    assert codes == [200, 200, 429]
+
+    proxied = server_factory(make_settings(**limited, trusted_proxies=["127.0.0.1"]), workers=0)
+    codes = [
+        proxied.post(
+            "/generate", json={"prompt": "a kite"}, headers={"X-Forwarded-For": f"203.0.113.{i}"}
+        ).status_code
+        for i in range(3)
+    ]
+    assert codes == [200, 200, 200]  # three clients behind the proxy, one request each

@@ -115,6 +115,7 @@ class Settings(BaseSettings):
     max_queue_depth: int | None = Field(default=None, ge=1)  # queued jobs; past it, 503
     prices_file: Path | None = None  # replaces the bundled usage/data/prices.yaml
     failed_job_cost_fraction: float = Field(default=0.0, ge=0, le=1)  # of what it used
+    trusted_proxies: list[str] = Field(default_factory=list)  # whose X-Forwarded-For counts
     fair_share: bool = True  # false: first come, first served across tenants
     fair_share_window_s: float = Field(default=60.0, ge=0)  # recent service, per tenant
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -25,6 +26,7 @@ def serve(settings: Settings, workers: int, host: str, port: int) -> None:
         port=port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.drain_grace_s) + 5,
+        **proxy_options(settings),
     )
     _DrainingServer(config, app).run()
 
@@ -45,6 +47,14 @@ class _DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """Trust ``X-Forwarded-For`` and ``-Proto`` only from the configured proxies. uvicorn
+    trusts any local peer by default, which lets a caller on the host forge its address
+    (in the audit log, and for per-address rate limits)."""
+    proxies = settings.trusted_proxies
+    return {"proxy_headers": bool(proxies), "forwarded_allow_ips": ",".join(proxies) or None}
+
+
 @contextmanager
 def background_server(settings: Settings, workers: int) -> Iterator[str]:
     """Serve on 127.0.0.1 at a free port in a thread; yields the base URL."""
@@ -53,7 +63,8 @@ def background_server(settings: Settings, workers: int) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     bound = settings.model_copy(update={"host": "127.0.0.1", "port": port})  # for own links
-    config = uvicorn.Config(create_app(bound, workers), log_level="warning", lifespan="on")
+    app = create_app(bound, workers)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", **proxy_options(settings))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
