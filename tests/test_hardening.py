@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from imagegate.jobs.database import create_db_engine, upgrade
+from imagegate.settings import load_settings
 from tests.conftest import SettingsFactory
 from tests.helpers import wait_for_job
 
@@ -93,3 +98,28 @@ def test_a_forwarded_for_header_is_ignored_unless_the_proxy_is_trusted(
         for i in range(3)
     ]
     assert codes == [200, 200, 200]  # three clients behind the proxy, one request each
+
+
+def test_the_data_dir_the_secret_key_and_the_database_are_owner_only(tmp_path: Path) -> None:
+    previous = os.umask(0o022)  # the usual umask, under which files default to 0644
+    try:
+        data = tmp_path / "fresh"
+        settings = load_settings(data_dir=data)
+        engine = create_db_engine(settings)
+        upgrade(engine)
+        engine.dispose()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    for name in ("secret_key", "imagegate.db"):
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+    assert [p.name for p in data.iterdir() if p.name.startswith(".secret_key")] == []
+
+
+def test_a_short_or_empty_secret_key_file_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for content in ("", "short"):
+        (data / "secret_key").write_text(content)
+        with pytest.raises(ValueError, match="shorter than 32"):
+            load_settings(data_dir=data)

@@ -176,19 +176,31 @@ def load_settings(**overrides: Any) -> Settings:
     valid across restarts of an embedded install.
     """
     settings = Settings(**overrides)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # keys, images, database
     if settings.secret_key is None:
         key = _stored_secret_key(settings.data_dir / SECRET_KEY_FILE)
         settings = settings.model_copy(update={"secret_key": SecretStr(key)})
     return settings
 
 
+MIN_SECRET_KEY_CHARS = 32
+
+
 def _stored_secret_key(path: Path) -> str:
     if not path.exists():
-        draft = path.with_name(f".{path.name}.{os.getpid()}")
-        draft.write_text(secrets.token_urlsafe(32), encoding="ascii")
-        draft.chmod(0o600)
-        with contextlib.suppress(FileExistsError):  # another process won the race: use theirs
+        # Made owner-only from the start (never readable between a write and a chmod), under
+        # an unguessable draft name, then linked into place: a racing process uses ours.
+        draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="ascii") as file:
+            file.write(secrets.token_urlsafe(32))
+        with contextlib.suppress(FileExistsError):
             os.link(draft, path)
         draft.unlink()
-    return path.read_text(encoding="ascii").strip()
+    key = path.read_text(encoding="ascii").strip()
+    if len(key) < MIN_SECRET_KEY_CHARS:  # an empty key would sign anything
+        raise ValueError(
+            f"The secret key in {path} is shorter than {MIN_SECRET_KEY_CHARS} characters; "
+            "delete the file to have a new one made, or set IMAGEGATE_SECRET_KEY."
+        )
+    return key

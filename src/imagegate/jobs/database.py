@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event, make_url
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -26,6 +27,7 @@ def create_db_engine(settings: Settings) -> Engine:
 
 
 def _sqlite_engine(url: str) -> Engine:
+    _owner_only(make_url(url).database)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -44,6 +46,14 @@ def _sqlite_engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
     return engine
+
+
+def _owner_only(database: str | None) -> None:
+    """Create a new SQLite file readable by its owner alone; SQLite gives its journal
+    files the same mode."""
+    if not database or database == ":memory:" or os.path.exists(database):
+        return
+    os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
