@@ -16,7 +16,8 @@ from websockets.exceptions import ConnectionClosed
 from imagegate.jobs.database import create_db_engine, upgrade
 from imagegate.settings import load_settings
 from tests.conftest import SettingsFactory
-from tests.helpers import wait_for_job
+from tests.helpers import eventually, wait_for_job
+from tests.processes import free_port
 
 
 def ws_url(client: httpx.Client, path: str) -> str:
@@ -123,3 +124,43 @@ def test_a_short_or_empty_secret_key_file_is_refused(tmp_path: Path) -> None:
         (data / "secret_key").write_text(content)
         with pytest.raises(ValueError, match="shorter than 32"):
             load_settings(data_dir=data)
+
+
+def test_answers_carry_stable_codes_not_internal_details(
+    server_factory: Callable[..., httpx.Client], make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    """Finding 9: no storage keys or paths in a 404, no network error text in webhook
+    logs (a port-scan oracle), no raw exception text from /ready."""
+    settings = make_settings(webhook_allow_private=True, webhook_retry_schedule_s=[60.0])
+    api = server_factory(settings)
+    closed_port = free_port()  # nothing listens here: the attempt is refused
+    job = api.post(
+        "/v1/jobs",
+        json={"prompt": "a kite", "webhook_url": f"http://127.0.0.1:{closed_port}/hook"},
+    ).json()
+    done = wait_for_job(api, job["id"])
+    attempts = eventually(
+        lambda: api.get(f"/v1/jobs/{job['id']}/webhooks").json()["data"][0]["attempts"]
+    )
+    assert attempts[0]["error"] == "connect_error"
+
+    for png in settings.data_dir.rglob("*.png"):
+        png.unlink()  # the record stays, the file is gone
+    missing = api.get(done["images"][0]["url"])
+    assert missing.status_code == 404
+    body = missing.text
+    assert job["id"] not in body and str(settings.data_dir) not in body  # the storage key
+    assert set(missing.json()) <= {"type", "title", "status", "detail", "code", "instance"}
+
+
+def test_ready_names_no_hosts_or_paths(
+    server_factory: Callable[..., httpx.Client], make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-terms.yaml"  # the safety stage cannot load
+    api = server_factory(make_settings(safety_terms_file=missing), workers=0)
+    ready = eventually(
+        lambda: (r := api.get("/ready")).json()["checks"]["safety"] != "loading" and r
+    )
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["safety"] == "failed"
+    assert str(tmp_path) not in ready.text

@@ -18,7 +18,7 @@ class LocalStorage:
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
         if not path.is_relative_to(self.root.resolve()):
-            raise ImageNotFound(key=key)
+            raise ImageNotFound()  # the key is ours, never the client's to see
         return path
 
     def put(self, key: str, data: bytes) -> None:
@@ -33,7 +33,7 @@ class LocalStorage:
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError as exc:
-            raise ImageNotFound(key=key) from exc
+            raise ImageNotFound() from exc
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -96,9 +96,9 @@ class WebhookSender:
                 }
             body = json.dumps(payload, separators=(",", ":"), default=str).encode()
             outcome = self._attempt(delivery, body)
-        except Exception as exc:  # whatever fails is a failed attempt, never a stuck message
+        except Exception:  # whatever fails is a failed attempt, never a stuck message
             log.exception("webhook.attempt_failed", message=delivery.id)
-            outcome = outbox.Attempt(at, _ms(started), error=f"{type(exc).__name__}: {exc}")
+            outcome = outbox.Attempt(at, _ms(started), error="internal_error")
         next_at = self._next_attempt(delivery.attempts, outcome)
         with self.engine.begin() as conn:
             outbox.record_attempt(conn, delivery, payload, outcome, next_at)
@@ -116,9 +116,13 @@ class WebhookSender:
             target = self.guard.check(delivery.url)
             response = self._post(target, delivery.id, body)
         except InvalidField as exc:
-            return outbox.Attempt(at, _ms(started), error=exc.message)
+            log.info("webhook.refused", message=delivery.id, reason=exc.message)
+            return outbox.Attempt(at, _ms(started), error=exc.code)
         except httpx.HTTPError as exc:
-            return outbox.Attempt(at, _ms(started), error=f"{type(exc).__name__}: {exc}")
+            # A stable class of failure, never the network's own words: those would tell a
+            # tenant which internal ports are open. The details go to the log.
+            log.info("webhook.failed", message=delivery.id, error=f"{type(exc).__name__}: {exc}")
+            return outbox.Attempt(at, _ms(started), error=_failure_code(exc))
         return outbox.Attempt(at, _ms(started), status_code=response.status_code)
 
     def _post(self, target: Target, message_id: str, body: bytes) -> httpx.Response:
@@ -144,6 +148,16 @@ class WebhookSender:
             return None
         delay = self.schedule_s[attempts] * random.uniform(0.8, 1.2)
         return outcome.at + timedelta(seconds=delay)
+
+
+def _failure_code(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return "connect_error"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "protocol_error"
+    return "http_error"
 
 
 def _now() -> datetime:

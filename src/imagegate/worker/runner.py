@@ -284,9 +284,11 @@ class _StepTracker:
 
 
 def _error_info(exc: Exception) -> ErrorInfo:
+    """What the job's client is told. An unexpected exception's own text (paths, library
+    internals) stays in the worker's log."""
     if isinstance(exc, GenerationError):
         return ErrorInfo(exc.code, exc.message, exc.retryable)
-    return ErrorInfo("generation_failed", f"Generation failed: {exc}", retryable=True)
+    return ErrorInfo("generation_failed", f"Generation failed ({type(exc).__name__}).", True)
 
 
 def _request(job: Job) -> GenerationRequest:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import structlog
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -14,6 +15,7 @@ from imagegate.api.schemas import StyleOut
 from imagegate.metrics import exposition
 from imagegate.prompts.styles import STYLES
 
+log = structlog.get_logger(__name__)
 router = APIRouter()
 
 
@@ -40,18 +42,32 @@ def health() -> dict[str, str]:
 def ready(runtime: RuntimeDep) -> JSONResponse:
     """Database reachable, storage writable, backend loaded: 200; otherwise 503."""
     checks = {
-        "database": _check(runtime.store.ping),
-        "storage": _check(runtime.storage.check_writable),
-        "backend": "ok" if runtime.backend_ready else (runtime.load_error or "loading"),
-        "safety": runtime.safety_state,
+        "database": _check("database", runtime.store.ping),
+        "storage": _check("storage", runtime.storage.check_writable),
+        "backend": _state(runtime.backend_ready, runtime.load_error),
+        "safety": _state(
+            runtime.safety_state == "ok",
+            None if runtime.safety_state in ("ok", "loading") else runtime.safety_state,
+        ),
     }
     ok = all(value == "ok" for value in checks.values())
     return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
 
-def _check(probe: Callable[[], None]) -> str:
+def _check(name: str, probe: Callable[[], None]) -> str:
+    """``ok`` or ``unavailable``: this probe is open to anyone, so the details (hosts,
+    ports, paths) go to the log only."""
     try:
         probe()
     except (SQLAlchemyError, OSError) as exc:
-        return f"{type(exc).__name__}: {exc}"
+        log.warning("ready.check_failed", check=name, error=f"{type(exc).__name__}: {exc}")
+        return "unavailable"
     return "ok"
+
+
+def _state(ready: bool, failed: object) -> str:
+    """A component that loads in the background: ok, loading, or failed (the details were
+    logged when its load failed)."""
+    if ready:
+        return "ok"
+    return "failed" if failed else "loading"
