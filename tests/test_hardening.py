@@ -7,6 +7,7 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +23,13 @@ from tests.processes import free_port
 
 def ws_url(client: httpx.Client, path: str) -> str:
     return str(client.base_url).replace("http", "ws", 1) + path
+
+
+async def send_then_read(socket: Any, frames: list[str]) -> None:
+    """Send the frames, then wait for an answer: raises ConnectionClosed once closed."""
+    for frame in frames:
+        await socket.send(frame)
+    await asyncio.wait_for(socket.recv(), 10)
 
 
 def test_an_oversized_last_event_id_is_a_422_not_a_broken_stream(api: httpx.Client) -> None:
@@ -164,3 +172,27 @@ def test_ready_names_no_hosts_or_paths(
     assert ready.status_code == 503
     assert ready.json()["checks"]["safety"] == "failed"
     assert str(tmp_path) not in ready.text
+
+
+async def test_a_flood_of_frames_closes_the_original_socket_with_1008(
+    server_factory: Callable[..., httpx.Client], make_settings: SettingsFactory
+) -> None:
+    """Finding 1: frames sent while a job waits were buffered without limit."""
+    api = server_factory(make_settings(), workers=0)  # the prompt stays queued
+    async with websockets.connect(ws_url(api, "/ws/generate"), open_timeout=10) as socket:
+        await socket.send('{"prompt": "a kite"}')
+        assert '"generating"' in str(await asyncio.wait_for(socket.recv(), 10))
+        with pytest.raises(ConnectionClosed) as closed:
+            await send_then_read(socket, ['{"prompt": "another kite"}'] * 200)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+async def test_a_message_over_the_body_limit_closes_the_socket_with_1009(
+    api: httpx.Client,
+) -> None:
+    async with websockets.connect(
+        ws_url(api, "/ws/generate"), open_timeout=10, max_size=None
+    ) as socket:
+        with pytest.raises(ConnectionClosed) as closed:  # a frame over the 64 KiB limit
+            await send_then_read(socket, ['{"prompt": "' + "k" * 70_000 + '"}'])
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009

@@ -26,7 +26,7 @@ def serve(settings: Settings, workers: int, host: str, port: int) -> None:
         port=port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.drain_grace_s) + 5,
-        **proxy_options(settings),
+        **uvicorn_options(settings),
     )
     _DrainingServer(config, app).run()
 
@@ -47,12 +47,17 @@ class _DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def proxy_options(settings: Settings) -> dict[str, Any]:
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """Trust ``X-Forwarded-For`` and ``-Proto`` only from the configured proxies. uvicorn
     trusts any local peer by default, which lets a caller on the host forge its address
-    (in the audit log, and for per-address rate limits)."""
+    (in the audit log, and for per-address rate limits). And cap WebSocket messages."""
     proxies = settings.trusted_proxies
-    return {"proxy_headers": bool(proxies), "forwarded_allow_ips": ",".join(proxies) or None}
+    return {
+        "proxy_headers": bool(proxies),
+        "forwarded_allow_ips": ",".join(proxies) or None,
+        # A WebSocket message is held to the HTTP body limit (uvicorn allows 16 MiB).
+        "ws_max_size": settings.max_body_bytes,
+    }
 
 
 @contextmanager
@@ -64,7 +69,7 @@ def background_server(settings: Settings, workers: int) -> Iterator[str]:
     port = sock.getsockname()[1]
     bound = settings.model_copy(update={"host": "127.0.0.1", "port": port})  # for own links
     app = create_app(bound, workers)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", **proxy_options(settings))
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", **uvicorn_options(settings))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -11,8 +11,10 @@ job runs, ``{"action": "cancel"}`` cancels it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
+import time
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -30,6 +32,9 @@ from imagegate.runtime import Runtime
 from imagegate.tenancy.principal import Principal, Scope
 
 router = APIRouter(tags=["original API"])
+INBOX_LIMIT = 16  # messages waiting while a job runs
+FRAMES_PER_S = 20
+PROMPTS_PER_SOCKET = 100
 
 
 @router.websocket("/ws/generate")
@@ -59,17 +64,37 @@ async def generate_socket(websocket: WebSocket) -> None:
 
 async def _read(websocket: WebSocket, inbox: asyncio.Queue[Any]) -> None:
     """Reads every client message into the inbox; ``None`` marks the end of the socket,
-    whatever ends it. The protocol is JSON text: a binary frame closes with 1003."""
+    whatever ends it. The protocol is JSON text: a binary frame closes with 1003. A client
+    that sends faster than ``FRAMES_PER_S``, or queues more than ``INBOX_LIMIT`` messages
+    while a job runs, is closed with 1008 rather than buffered without limit."""
+    pace = _Pace(FRAMES_PER_S)
     try:
         while (message := await websocket.receive())["type"] == "websocket.receive":
             if message.get("text") is None:
                 await websocket.close(code=1003, reason="Send JSON text frames.")
                 return
-            await inbox.put(json.loads(message["text"]))
+            if not pace.allows() or inbox.qsize() >= INBOX_LIMIT:
+                await websocket.close(code=1008, reason="Too many messages.")
+                return
+            inbox.put_nowait(json.loads(message["text"]))
     except (WebSocketDisconnect, ValueError, RuntimeError):
         pass  # gone, or not JSON: the socket ends
     finally:
-        inbox.put_nowait(None)
+        inbox.put_nowait(None)  # the inbox is unbounded, so this never fails
+
+
+class _Pace:
+    """At most ``per_s`` events in any one-second window."""
+
+    def __init__(self, per_s: int) -> None:
+        self.per_s, self.recent = per_s, collections.deque[float]()
+
+    def allows(self) -> bool:
+        now = time.monotonic()
+        while self.recent and now - self.recent[0] > 1.0:
+            self.recent.popleft()
+        self.recent.append(now)
+        return len(self.recent) <= self.per_s
 
 
 class _Session:
@@ -82,6 +107,7 @@ class _Session:
     ):
         self.websocket, self.runtime, self.inbox = websocket, runtime, inbox
         self.principal = principal
+        self.prompts = 0
         self.links = socket_links(websocket, runtime)
         self.pending: list[Any] = []  # prompts that arrived while a job ran
 
@@ -89,6 +115,12 @@ class _Session:
         if isinstance(message, dict) and message.get("action") == "cancel":
             await self.send({"status": "error", "message": "No job is running to cancel."})
             return
+        self.prompts += 1
+        if self.prompts > PROMPTS_PER_SOCKET:
+            message = f"At most {PROMPTS_PER_SOCKET} prompts per socket; open a new one."
+            await self.send({"status": "error", "message": message})
+            await self.websocket.close(code=1008, reason="Too many prompts.")
+            raise WebSocketDisconnect(1008)
         try:
             request = LegacyGenerateIn.model_validate(message)
             spec = build_spec(
