@@ -8,6 +8,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ from imagegate.jobs.database import create_db_engine, upgrade
 from imagegate.settings import load_settings
 from tests.conftest import SettingsFactory
 from tests.helpers import eventually, wait_for_job
-from tests.processes import free_port
+from tests.processes import free_port, serve
 
 
 def ws_url(client: httpx.Client, path: str) -> str:
@@ -196,3 +197,42 @@ async def test_a_message_over_the_body_limit_closes_the_socket_with_1009(
         with pytest.raises(ConnectionClosed) as closed:  # a frame over the 64 KiB limit
             await send_then_read(socket, ['{"prompt": "' + "k" * 70_000 + '"}'])
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+def test_a_rotated_secret_key_keeps_its_urls_working_until_it_is_retired(
+    server_factory: Callable[..., httpx.Client], make_settings: SettingsFactory
+) -> None:
+    """Finding 12: signatures name their key, so a key can be retired on its own."""
+    old, new = "o" * 40, "n" * 40
+    first = server_factory(make_settings(secret_key=old))
+    url = wait_for_job(first, first.post("/v1/jobs", json={"prompt": "a kite"}).json()["id"])[
+        "images"
+    ][0]["url"]
+    assert first.get(url).status_code == 200
+
+    rotated = server_factory(make_settings(secret_key=new, secret_key_previous=[old]), workers=0)
+    path = url.split("/v1/", 1)[1]
+    assert rotated.get(f"/v1/{path}").status_code == 200  # signed by the previous key
+    job_id = first.get("/v1/jobs").json()["data"][0]["id"]
+    fresh = rotated.get(f"/v1/jobs/{job_id}").json()["images"][0]["url"]
+    assert parse_qs(urlsplit(fresh).query)["kid"] != parse_qs(urlsplit(url).query)["kid"]
+
+    retired = server_factory(make_settings(secret_key=new), workers=0)
+    assert retired.get(f"/v1/{path}").status_code == 403
+    assert (
+        retired.get(fresh.replace(str(rotated.base_url), str(retired.base_url))).status_code == 200
+    )
+
+
+@pytest.mark.slow
+def test_the_access_log_never_holds_a_signature(tmp_path: Path) -> None:
+    env = {"IMAGEGATE_DATA_DIR": str(tmp_path / "data"), "IMAGEGATE_LOG_LEVEL": "info"}
+    log = tmp_path / "serve.log"
+    with serve(env, log, workers=1) as client:
+        job = client.post("/v1/jobs", json={"prompt": "a kite"}).json()
+        url = wait_for_job(client, job["id"])["images"][0]["url"]
+        assert client.get(url).status_code == 200
+    signature = parse_qs(urlsplit(url).query)["sig"][0]
+    written = log.read_text()
+    assert f"/v1/images/{urlsplit(url).path.rsplit('/', 1)[1]}" in written  # it was logged
+    assert signature not in written and "sig=[redacted]" in written

@@ -68,7 +68,8 @@ class Runtime:
         self.usage = UsageStore(self.engine)
         self.storage: Storage = open_storage(settings)
         self.quarantine = Quarantine(self.storage)
-        self.signer = UrlSigner(settings.signing_key, settings.signed_url_ttl_s)
+        previous = [k.get_secret_value().encode() for k in settings.secret_key_previous]
+        self.signer = UrlSigner(settings.signing_key, settings.signed_url_ttl_s, previous)
         self.intake = IntakeDesk(settings, self.store)
         self.hub = EventHub()
         self.store.publishers.append(self.hub.publish)

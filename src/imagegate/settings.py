@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     )
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     secret_key: SecretStr | None = None
+    secret_key_previous: list[SecretStr] = Field(default_factory=list)  # still verify URLs
     signed_url_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     public_url: str | None = None
     host: str = "127.0.0.1"

@@ -3,6 +3,8 @@ on a free loopback port (the embedded ``imagegate generate``, and the tests)."""
 
 from __future__ import annotations
 
+import logging
+import re
 import socket
 import threading
 import time
@@ -28,7 +30,22 @@ def serve(settings: Settings, workers: int, host: str, port: int) -> None:
         timeout_graceful_shutdown=int(settings.drain_grace_s) + 5,
         **uvicorn_options(settings),
     )
+    logging.getLogger("uvicorn.access").addFilter(RedactSignatures())
     _DrainingServer(config, app).run()
+
+
+class RedactSignatures(logging.Filter):
+    """Signed URLs are capabilities: the access log keeps their path, never their ``sig``."""
+
+    SIG = re.compile(r"([?&]sig=)[^&\s]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self.SIG.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
 
 
 class _DrainingServer(uvicorn.Server):

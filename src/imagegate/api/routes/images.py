@@ -23,8 +23,9 @@ def get_image(
     runtime: RuntimeDep,
     expires: Annotated[int, Query()],
     sig: Annotated[str, Query(max_length=128)],
+    kid: Annotated[str | None, Query(max_length=16)] = None,
 ) -> Response:
-    runtime.signer.verify(image_id, expires, sig)
+    runtime.signer.verify(image_id, expires, sig, kid)
     image = runtime.store.get_image(image_id)
     if image is None:
         raise ImageNotFound(image_id=image_id)

@@ -104,8 +104,9 @@ def get_preview(
     runtime: RuntimeDep,
     expires: Annotated[int, Query()],
     sig: Annotated[str, Query(max_length=128)],
+    kid: Annotated[str | None, Query(max_length=16)] = None,
 ) -> Response:
-    runtime.signer.verify(f"preview/{job_id}/{step}", expires, sig)
+    runtime.signer.verify(f"preview/{job_id}/{step}", expires, sig, kid)
     try:
         data = runtime.storage.get(preview_key(job_id, step))
     except ImageNotFound as exc:
