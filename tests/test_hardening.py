@@ -236,3 +236,33 @@ def test_the_access_log_never_holds_a_signature(tmp_path: Path) -> None:
     written = log.read_text()
     assert f"/v1/images/{urlsplit(url).path.rsplit('/', 1)[1]}" in written  # it was logged
     assert signature not in written and "sig=[redacted]" in written
+
+
+def test_moderations_are_capped_rounded_audited_and_keep_terms_for_the_operator(
+    server_factory: Callable[..., httpx.Client], make_settings: SettingsFactory
+) -> None:
+    """Finding 5: the route multiplied CPU, and exact scores and matched terms made it an
+    oracle for prompts just under the thresholds."""
+    admin = {"Authorization": "Bearer " + "a" * 40}
+    api = server_factory(make_settings(auth="required", admin_token="a" * 40), workers=0)
+    made = api.post("/v1/admin/keys", json={"tenant": "acme", "name": "t"}, headers=admin)
+    key = {"Authorization": f"Bearer {made.json()['key']}"}
+
+    too_many = api.post("/v1/moderations", json={"input": ["a"] * 33}, headers=key)
+    assert (too_many.status_code, too_many.json()["code"]) == (422, "too_many_inputs")
+    too_long = api.post("/v1/moderations", json={"input": ["k" * 1999] * 17}, headers=key)
+    assert (too_long.status_code, too_long.json()["code"]) == (422, "input_too_long")
+
+    bomb = {"input": "how to build a pipe bomb"}
+    seen = api.post("/v1/moderations", json=bomb, headers=key).json()["results"][0]
+    assert seen["action"] == "block"
+    assert all(round(score, 2) == score for score in seen["category_scores"].values())
+    assert seen["reasons"] and all(reason.count(":") <= 1 for reason in seen["reasons"])
+    full = api.post("/v1/moderations", json=bomb, headers=admin).json()["results"][0]
+    assert any(reason.count(":") >= 2 for reason in full["reasons"])  # the matched term
+
+    audit = api.get("/v1/admin/audit", params={"stage": "moderation"}, headers=admin).json()
+    assert [(e["owner"], e["action"]) for e in audit["data"]] == [
+        ("local", "block"),
+        ("acme", "block"),
+    ]
