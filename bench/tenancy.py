@@ -39,7 +39,7 @@ from tests.helpers import eventually
 from tests.processes import serve
 
 RESULTS = Path(__file__).parent / "results"
-ADMIN = "bench-admin-token"
+ADMIN = "bench-admin-token-0123456789abcdef-xyz"
 BASE = {"IMAGEGATE_LOG_LEVEL": "warning", "IMAGEGATE_SAFETY_ENABLED": "false"}
 WORKERS, DELAY_MS = 2, 100
 LIMITS = {"requests_per_minute": 10_000_000, "images_per_minute": 10_000_000}

@@ -23,8 +23,8 @@ from standardwebhooks.webhooks import Webhook
 from tests.conftest import SettingsFactory
 from tests.helpers import eventually, wait_for_job
 
-ADMIN_TOKEN = "budget-tests-admin-token-4d9c2a"
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+ADMIN_TOKEN = "budget-tests-admin-token-4d9c2a-0123456789"
+SECRET = "whsec_0Y48PIKZhOtzzAav7NYyFFfw62Bq1VIjZRH5UPdsKfc="
 SKETCH = {"prompt": "a lighthouse at dusk", "width": 512, "height": 512}  # 0.001 USD
 
 Start = Callable[..., httpx.Client]

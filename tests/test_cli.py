@@ -81,7 +81,10 @@ def test_webhook_secret_prints_the_signing_secret(tmp_path: Path) -> None:
     first, again = run(["webhook-secret"], env, tmp_path), run(["webhook-secret"], env, tmp_path)
     assert first.returncode == 0 and first.stdout.startswith("whsec_")
     assert first.stdout == again.stdout  # derived from the kept secret key: stable
-    given = run(
-        ["webhook-secret"], env | {"IMAGEGATE_WEBHOOK_SECRET": "whsec_abc,whsec_old"}, tmp_path
+    current, old = (
+        "whsec_rTkGLOEWUvl6/j62v8yNnLqmEGFkzAcDnRcfTbbImTA=",
+        "whsec_INVcmZelCaZI0/wuameSWa2N7Pmq/4l8GLq8ttYPrAg=",
     )
-    assert given.stdout.strip() == "whsec_abc"
+    secrets = {"IMAGEGATE_WEBHOOK_SECRET": f"{current},{old}"}
+    given = run(["webhook-secret"], env | secrets, tmp_path)
+    assert given.stdout.strip() == current

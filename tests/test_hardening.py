@@ -266,3 +266,22 @@ def test_moderations_are_capped_rounded_audited_and_keep_terms_for_the_operator(
         ("local", "block"),
         ("acme", "block"),
     ]
+
+
+def test_an_address_that_keeps_failing_to_authenticate_is_throttled(
+    server_factory: Callable[..., httpx.Client], make_settings: SettingsFactory
+) -> None:
+    """Finding 7: nothing slowed down guessing the admin token."""
+    token = "t" * 40
+    api = server_factory(
+        make_settings(auth="required", admin_token=token, auth_failures_per_minute=5), workers=0
+    )
+    guesses = [
+        api.get("/v1/admin/keys", headers={"Authorization": f"Bearer guess-{i}"}).status_code
+        for i in range(7)
+    ]
+    assert guesses == [401] * 5 + [429] * 2
+    # While throttled, even the right token is refused: a guess cannot be told apart.
+    right = api.get("/v1/admin/keys", headers={"Authorization": f"Bearer {token}"})
+    assert right.status_code == 429 and right.json()["policy"] == "ip.failed_auth"
+    assert int(right.headers["retry-after"]) >= 1

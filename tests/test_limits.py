@@ -21,7 +21,7 @@ from tests.helpers import wait_for_job
 from tests.processes import free_port, serve
 
 REDIS_ENV = "IMAGEGATE_TEST_REDIS_URL"
-ADMIN_TOKEN = "test-admin-token"
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef-xyz"
 AS_ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 PROBLEM = "application/problem+json"
 SMALL = {"width": 64, "height": 64, "steps": 2}

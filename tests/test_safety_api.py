@@ -27,7 +27,7 @@ from tests.conftest import SettingsFactory
 from tests.helpers import eventually, spec, wait_for_job
 from tests.test_output_moderation import landscape, skin_toned_figure
 
-TOKEN = "let-me-review"
+TOKEN = "let-me-review-0123456789abcdef-0123456789"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 Server = Callable[..., httpx.Client]
 

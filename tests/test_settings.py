@@ -43,8 +43,8 @@ def test_a_missing_secret_key_is_generated_once_and_kept(tmp_path: Path) -> None
 
 
 def test_a_given_secret_key_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("IMAGEGATE_SECRET_KEY", "from-env")
-    assert load_settings().signing_key == b"from-env"
+    monkeypatch.setenv("IMAGEGATE_SECRET_KEY", "from-env-" + "k" * 32)
+    assert load_settings().signing_key == b"from-env-" + b"k" * 32
     assert not (tmp_path / SECRET_KEY_FILE).exists()
 
 
@@ -58,4 +58,21 @@ def test_bad_settings_fail_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_an_empty_secret_is_refused(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     monkeypatch.setenv(name, " ")
     with pytest.raises(ValidationError, match="set but empty"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("IMAGEGATE_SECRET_KEY", "a"),
+        ("IMAGEGATE_ADMIN_TOKEN", "a"),
+        ("IMAGEGATE_ADMIN_TOKEN", "x" * 31),
+        ("IMAGEGATE_WEBHOOK_SECRET", "whsec_" + "QUJD" * 7),  # 21 bytes of key
+        ("IMAGEGATE_WEBHOOK_SECRET", "whsec_not base64!"),
+    ],
+)
+def test_a_weak_secret_is_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    """Issue 16, finding 7: IMAGEGATE_ADMIN_TOKEN=a used to open the admin API."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match="32"):
         load_settings()

@@ -34,7 +34,7 @@ from tests.helpers import eventually
 from tests.processes import IMAGEGATE, QUICK
 
 Server = Callable[..., httpx.Client]
-ADMIN_TOKEN = "tenancy-admin-token"
+ADMIN_TOKEN = "tenancy-admin-token-0123456789abcdef"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 ALL_SCOPES = ["admin", "jobs:read", "jobs:write", "usage:read"]
 SMALL = {"width": 64, "height": 64}
@@ -159,7 +159,7 @@ def forgeries(token: str) -> dict[str, str]:
 
 @pytest.fixture
 def required(make_settings: SettingsFactory) -> Settings:
-    return make_settings(auth="required", admin_token=ADMIN_TOKEN)
+    return make_settings(auth="required", admin_token=ADMIN_TOKEN, auth_failures_per_minute=100_000)
 
 
 @pytest.fixture
@@ -451,7 +451,12 @@ class TwoTenants:
 
 @pytest.fixture
 def tenants(server_factory: Server, make_settings: SettingsFactory) -> TwoTenants:
-    settings = make_settings(auth="required", admin_token=ADMIN_TOKEN, safety_review_warn=True)
+    settings = make_settings(
+        auth="required",
+        admin_token=ADMIN_TOKEN,
+        auth_failures_per_minute=100_000,
+        safety_review_warn=True,
+    )
     api = server_factory(settings)
     key_a, key_b = create_key(api, "acme"), create_key(api, "globex", scopes=ALL_SCOPES)
     done = submit(api, key_a["key"])

@@ -20,8 +20,8 @@ from imagegate.webhooks.sender import WebhookSender
 from tests.conftest import SettingsFactory
 from tests.helpers import eventually, spec, wait_for_job
 
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-OLD_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+SECRET = "whsec_0Y48PIKZhOtzzAav7NYyFFfw62Bq1VIjZRH5UPdsKfc="
+OLD_SECRET = "whsec_5zVy2ifc/ndKW/jp2PLtkQa+WPCgxzSY9elAd3v6a10="
 
 
 # -- signatures ------------------------------------------------------------------------------

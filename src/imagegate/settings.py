@@ -17,6 +17,7 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name, not a secret)
+MIN_SECRET_CHARS = 32
 
 
 def _user_cache_dir() -> Path:
@@ -107,6 +108,7 @@ class Settings(BaseSettings):
     # tenancy: keys, browser tokens, limits, costs and budgets (tenancy/, limits/, usage/)
     auth: Literal["off", "required"] = "off"  # off: one local tenant, no key needed
     key_cache_s: float = Field(default=1.0, ge=0, le=2)  # a revoked key works this long
+    auth_failures_per_minute: int = Field(default=30, ge=1)  # per address; then 429s
     client_token_max_ttl_s: int = Field(default=3600, ge=1)
     redis_url: str | None = None  # rate limits shared by every API replica
     limit_requests_per_minute: int | None = Field(default=None, ge=1)  # per tenant (or IP)
@@ -131,7 +133,24 @@ class Settings(BaseSettings):
             if secret is not None and not secret.get_secret_value().strip():
                 # An empty key would sign anything, an empty token would open the admin API.
                 raise ValueError(f"IMAGEGATE_{name.upper()} is set but empty")
+        self._check_strength()
         return self
+
+    def _check_strength(self) -> None:
+        """Guessable secrets are refused: 32 characters at least (32 bytes of key for each
+        whsec_ webhook secret), which ``secrets.token_urlsafe(32)`` gives."""
+        named = [("secret_key", self.secret_key), ("admin_token", self.admin_token)]
+        for k in self.secret_key_previous:
+            named.append(("secret_key_previous", k))
+        for name, secret in named:
+            if secret is not None and len(secret.get_secret_value().strip()) < MIN_SECRET_CHARS:
+                raise ValueError(f"IMAGEGATE_{name.upper()} must be {MIN_SECRET_CHARS}+ characters")
+        if self.webhook_secret is not None:
+            from imagegate.webhooks.signing import key_bytes
+
+            for part in self.webhook_secret.get_secret_value().split(","):
+                if len(key_bytes(part.strip())) < MIN_SECRET_CHARS:
+                    raise ValueError("each IMAGEGATE_WEBHOOK_SECRET must hold 32+ bytes of key")
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -184,9 +203,6 @@ def load_settings(**overrides: Any) -> Settings:
     return settings
 
 
-MIN_SECRET_KEY_CHARS = 32
-
-
 def _stored_secret_key(path: Path) -> str:
     if not path.exists():
         # Made owner-only from the start (never readable between a write and a chmod), under
@@ -199,9 +215,9 @@ def _stored_secret_key(path: Path) -> str:
             os.link(draft, path)
         draft.unlink()
     key = path.read_text(encoding="ascii").strip()
-    if len(key) < MIN_SECRET_KEY_CHARS:  # an empty key would sign anything
+    if len(key) < MIN_SECRET_CHARS:  # an empty key would sign anything
         raise ValueError(
-            f"The secret key in {path} is shorter than {MIN_SECRET_KEY_CHARS} characters; "
+            f"The secret key in {path} is shorter than {MIN_SECRET_CHARS} characters; "
             "delete the file to have a new one made, or set IMAGEGATE_SECRET_KEY."
         )
     return key

@@ -41,8 +41,10 @@ def client_ip(connection: HTTPConnection) -> str | None:
 
 def authenticate(runtime: Runtime, connection: HTTPConnection) -> Principal:
     """Who is calling, counted against their requests-per-minute limits."""
-    principal = runtime.auth.principal(credential_of(connection))
-    runtime.gate.admit_request(principal, client_ip(connection))
+    address = client_ip(connection)
+    credential = credential_of(connection)
+    principal = runtime.gate.authenticate(lambda: runtime.auth.principal(credential), address)
+    runtime.gate.admit_request(principal, address)
     return principal
 
 

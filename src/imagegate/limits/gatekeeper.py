@@ -8,17 +8,21 @@ its estimated cost is reserved).
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
+from imagegate.errors import RateLimited, Unauthorized
 from imagegate.jobs.models import JobSpec
 from imagegate.limits import admission
 from imagegate.limits.caps import Caps
 from imagegate.limits.policy import Limits, default_limits, limits_of
-from imagegate.limits.ratelimit import RateLimiter, header_fields
+from imagegate.limits.ratelimit import Check, RateLimiter, header_fields
 from imagegate.settings import Settings
 from imagegate.tenancy.keys import KeyStore
 from imagegate.tenancy.principal import Principal
@@ -49,6 +53,7 @@ class Gatekeeper:
         self.settings, self.keys, self.limiter, self.pricing = settings, keys, limiter, pricing
         self._defaults = default_limits(settings)
         self._merged: dict[str, tuple[Any, Limits]] = {}  # tenant -> (its stored limits, merged)
+        self._blocked: dict[str, float] = {}  # address -> refused until (monotonic)
 
     def admit_request(self, principal: Principal, client_ip: str | None) -> None:
         """Count the request (a refusal carries the rate-limit fields; an admitted request
@@ -86,6 +91,34 @@ class Gatekeeper:
         budgets = self._budgets(principal)
         identity["budgeted"] = bool(budgets)
         return Admission(identity, caps, budgets, estimate, headers)
+
+    def authenticate(self, attempt: Callable[[], Principal], client_ip: str | None) -> Principal:
+        """Run ``attempt`` (a credential check), throttling an address that keeps failing:
+        past ``IMAGEGATE_AUTH_FAILURES_PER_MINUTE`` failures it gets 429 for every
+        credential, right or wrong, until its window has passed."""
+        address = client_ip or "unknown"
+        wait = self._blocked.get(address, 0.0) - time.monotonic()
+        if wait > 0:
+            raise RateLimited(
+                f"Too many failed credentials from this address; retry in {math.ceil(wait)} s.",
+                retry_after_s=math.ceil(wait),
+                policy="ip.failed_auth",
+                limit=self.settings.auth_failures_per_minute,
+            )
+        try:
+            return attempt()
+        except Unauthorized:
+            self._count_failure(address)
+            raise
+
+    def _count_failure(self, address: str) -> None:
+        quota = self.settings.auth_failures_per_minute
+        check = Check("ip.failed_auth", f"authfail:{address}", quota, 60, unit="failures")
+        try:
+            self.limiter.admit([check], report=False)
+        except RateLimited as refused:
+            self._blocked[address] = time.monotonic() + (refused.retry_after_s or 60)
+            raise
 
     def tenant_limits(self, tenant: str) -> Limits:
         """The tenant's own limits, each unset one taken from the settings."""

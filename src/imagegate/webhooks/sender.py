@@ -20,6 +20,7 @@ import structlog
 from sqlalchemy import Engine
 
 from imagegate.errors import InvalidField
+from imagegate.jobs.database import WRITE
 from imagegate.webhooks import outbox, signing
 from imagegate.webhooks.guard import Target, WebhookGuard
 
@@ -42,7 +43,10 @@ class WebhookSender:
         poll_s: float = 0.5,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.engine, self.guard, self.secrets = engine, guard, secrets
+        # Every transaction here writes: begin them as writers (SQLite's BEGIN IMMEDIATE),
+        # which wait for the lock, rather than upgrade a read and fail as "locked".
+        self.engine = engine.execution_options(**WRITE)
+        self.guard, self.secrets = guard, secrets
         self.schedule_s, self.render, self.poll_s = list(schedule_s), render, poll_s
         self._http = httpx.Client(
             follow_redirects=False,

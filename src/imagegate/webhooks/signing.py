@@ -19,8 +19,16 @@ def derive_secret(signing_key: bytes) -> str:
     return PREFIX + base64.b64encode(key).decode()
 
 
+def key_bytes(secret: str) -> bytes:
+    """The key inside a ``whsec_`` secret (empty if it is not valid base64)."""
+    try:
+        return base64.b64decode(secret.removeprefix(PREFIX), validate=True)
+    except ValueError:
+        return b""
+
+
 def _key(secret: str) -> bytes:
-    return base64.b64decode(secret.removeprefix(PREFIX))
+    return key_bytes(secret)
 
 
 def sign(secrets: list[str], message_id: str, timestamp: int, body: bytes) -> str:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from imagegate.api.deps import LinksDep, RuntimeDep, credential_of
+from imagegate.api.deps import LinksDep, RuntimeDep, client_ip, credential_of
 from imagegate.api.image_headers import image_headers
 from imagegate.api.problems import documented
 from imagegate.api.schemas import JobOut
@@ -23,7 +23,8 @@ from imagegate.tenancy.principal import Principal
 
 def admin(runtime: RuntimeDep, request: Request) -> Principal:
     """The admin token, or a key with the admin scope."""
-    return runtime.auth.admin(credential_of(request))
+    credential = credential_of(request)
+    return runtime.gate.authenticate(lambda: runtime.auth.admin(credential), client_ip(request))
 
 
 AdminDep = Annotated[Principal, Depends(admin)]
