@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -13,13 +14,23 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import websockets
+from PIL import Image
 from websockets.exceptions import ConnectionClosed
 
+from imagegate.generators import GenerationRequest, StepCallback, StepInfo
 from imagegate.jobs.database import create_db_engine, upgrade
+from imagegate.jobs.store import JobStore
+from imagegate.safety.output import OutputModerator
 from imagegate.settings import load_settings
+from imagegate.storage.local import LocalStorage
+from imagegate.storage.signing import UrlSigner
+from imagegate.worker.leases import LeaseKeeper
+from imagegate.worker.output_gate import OutputGate
+from imagegate.worker.runner import Worker, WorkerContext
 from tests.conftest import SettingsFactory
-from tests.helpers import eventually, wait_for_job
+from tests.helpers import eventually, spec, wait_for_job
 from tests.processes import free_port, serve
+from tests.test_output_moderation import skin_toned_figure
 
 
 def ws_url(client: httpx.Client, path: str) -> str:
@@ -285,3 +296,45 @@ def test_an_address_that_keeps_failing_to_authenticate_is_throttled(
     right = api.get("/v1/admin/keys", headers={"Authorization": f"Bearer {token}"})
     assert right.status_code == 429 and right.json()["policy"] == "ip.failed_auth"
     assert int(right.headers["retry-after"]) >= 1
+
+
+class Overcounting:
+    """A backend whose scheduler counts past the job's steps (as Heun's and KDPM2's do,
+    to 2N - 1), with an innocuous preview at each, and whose final image is flagged."""
+
+    model_name = "overcounting"
+
+    def load(self) -> None:
+        return None
+
+    def generate(
+        self, batch: Sequence[GenerationRequest], on_step: StepCallback
+    ) -> list[list[Image.Image]]:
+        total = 2 * batch[0].steps - 1
+        for step in range(1, total + 1):
+            on_step(StepInfo(step, total, [Image.new("RGB", (32, 32), "gray")] * len(batch)))
+        return [[skin_toned_figure()] * request.n for request in batch]
+
+
+def test_previews_of_a_withheld_image_are_gone_and_refused(
+    store: JobStore, make_settings: SettingsFactory, server_factory: Callable[..., httpx.Client]
+) -> None:
+    """Finding 2: previews past step N survived the clean-up and stayed public."""
+    settings = make_settings()
+    storage = LocalStorage(settings.data_dir / "images")
+    gate = OutputGate(OutputModerator().check, storage, hold_for_review=False)
+    context = WorkerContext(
+        settings, store, storage, Overcounting(), LeaseKeeper(store, 30), threading.Event(), gate
+    )
+    job = store.submit(spec(steps=4), "local")
+    worker = Worker(context)
+    assert worker.run_once()
+    worker.flush()
+    assert store.get(job.id).error.code == "output_blocked"  # type: ignore[union-attr]
+    assert list((settings.data_dir / "images").rglob("previews/**/*.png")) == []
+
+    api = server_factory(settings, workers=0)
+    signer = UrlSigner(settings.signing_key, 3600)
+    for step in (1, 4, 7):
+        signed = signer.query(f"preview/{job.id}/{step}")
+        assert api.get(f"/v1/jobs/{job.id}/previews/{step}?{signed}").status_code == 404

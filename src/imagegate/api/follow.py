@@ -73,7 +73,8 @@ def render(event: JobEvent, links: Links) -> dict[str, Any]:
     data = dict(event.data)
     if event.type is EventType.PROGRESS:
         preview = data.pop("preview", None)
-        data["preview_url"] = links.preview(event.job_id, data["step"]) if preview else None
+        step = data.pop("preview_step", data["step"])
+        data["preview_url"] = links.preview(event.job_id, step) if preview else None
     elif event.type is EventType.COMPLETED:
         data["images"] = [image | {"url": links.image_id(image["id"])} for image in data["images"]]
     return {"job_id": event.job_id, **data}

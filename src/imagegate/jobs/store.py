@@ -407,7 +407,12 @@ class JobStore:
             return {row.id for row in rows}
 
     def report_progress(
-        self, claim: Claim, step: int, total: int, preview_key: str | None = None
+        self,
+        claim: Claim,
+        step: int,
+        total: int,
+        preview_key: str | None = None,
+        preview_step: int | None = None,
     ) -> bool:
         """Record progress (and a preview's storage key); True when the job should stop:
         the client asked to cancel it, or this worker no longer holds it."""
@@ -420,6 +425,8 @@ class JobStore:
             ).first()
             if row is not None:
                 data = {"step": step, "total": total, "preview": preview_key}
+                if preview_key is not None and preview_step not in (None, step):
+                    data["preview_step"] = preview_step  # the preview's own name
                 self._emit(conn, claim.job.id, EventType.PROGRESS, data)
         return row is None or bool(row.cancel_requested)
 

@@ -268,8 +268,12 @@ class _StepTracker:
     def _report(self, info: StepInfo) -> None:
         previews: Sequence[Image | None] = info.previews or [None] * len(self.claims)
         for claim, preview in zip(self.claims, previews, strict=True):
-            key = self._store_preview(claim.job.id, info.step, preview)
-            if self.ctx.store.report_progress(claim, info.step, info.total, key):
+            # A second-order scheduler (or a batch split after running out of memory) can
+            # count past the job's steps: previews are named within 1..steps, where the
+            # output gate's clean-up looks when it withholds the images.
+            step = max(1, min(info.step, claim.job.spec.steps))
+            key = self._store_preview(claim.job.id, step, preview)
+            if self.ctx.store.report_progress(claim, info.step, info.total, key, step):
                 self.canceled.add(claim.job.id)
         if len(self.canceled) == len(self.claims):
             raise GenerationCanceled

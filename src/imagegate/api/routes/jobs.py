@@ -107,6 +107,8 @@ def get_preview(
     kid: Annotated[str | None, Query(max_length=16)] = None,
 ) -> Response:
     runtime.signer.verify(f"preview/{job_id}/{step}", expires, sig, kid)
+    if withheld(runtime.store.get(job_id)):  # its images are not served: nor their previews
+        raise ImageNotFound("No preview was made at this step.")
     try:
         data = runtime.storage.get(preview_key(job_id, step))
     except ImageNotFound as exc:
@@ -116,6 +118,13 @@ def get_preview(
         media_type="image/png",
         headers=image_headers(f"{job_id}-preview-{step}", "private, max-age=3600"),
     )
+
+
+def withheld(job: Job) -> bool:
+    """The output gate withheld the job's images: it failed for them, or waits for review."""
+    outputs = (job.moderation or {}).get("output") or ()
+    flagged = any(output.get("flagged") for output in outputs)
+    return flagged and job.status is not Status.COMPLETED
 
 
 def job_view(runtime: Runtime, job: Job, links: Any, response: Response) -> JobOut:
