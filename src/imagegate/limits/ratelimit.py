@@ -56,7 +56,7 @@ class Standing:
 class RateLimiter:
     def __init__(self, redis_url: str | None = None) -> None:
         self.shared = redis_url is not None
-        storage = storage_from_string(_storage_url(redis_url))
+        storage = storage_from_string(redis_url or "memory://")
         self._moving = MovingWindowRateLimiter(storage)
         self._fixed = FixedWindowRateLimiter(storage)
 
@@ -133,9 +133,3 @@ def _seconds_until(reset_time: float) -> int:
 
 def _window_name(window_s: int) -> str:
     return "day" if window_s == DAY_S else "minute"
-
-
-def _storage_url(redis_url: str | None) -> str:
-    if redis_url is None:
-        return "memory://"
-    return redis_url

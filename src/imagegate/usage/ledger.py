@@ -7,7 +7,6 @@ that failed (or was canceled) while running costs ``failed_fraction`` of what it
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,8 +39,8 @@ class Pricing:
 
     def completed(self, spec: JobSpec, meta: GenerationMeta) -> int:
         """What a job that completed with ``meta`` costs (set as it completes)."""
-        usage = Usage(meta.model, spec.width, spec.height, spec.steps, spec.n)
-        return self.prices.actual(dataclasses.replace(usage, generation_ms=meta.generation_time_ms))
+        size = (spec.width, spec.height, spec.steps, spec.n)
+        return self.prices.actual(Usage(meta.model, *size, meta.generation_time_ms))
 
     def actual(self, row: Any, status: Status) -> int:
         if row["started_at"] is None:

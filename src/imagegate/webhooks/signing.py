@@ -27,14 +27,10 @@ def key_bytes(secret: str) -> bytes:
         return b""
 
 
-def _key(secret: str) -> bytes:
-    return key_bytes(secret)
-
-
 def sign(secrets: list[str], message_id: str, timestamp: int, body: bytes) -> str:
     signed = f"{message_id}.{timestamp}.".encode() + body
     return " ".join(
-        "v1," + base64.b64encode(hmac.new(_key(s), signed, hashlib.sha256).digest()).decode()
+        "v1," + base64.b64encode(hmac.new(key_bytes(s), signed, hashlib.sha256).digest()).decode()
         for s in secrets
     )
 
