@@ -374,3 +374,55 @@ def test_a_url_answer_is_downloaded_with_the_same_client_but_not_the_key(
         ("GET", "/files/blue.png?sig=abc")
     ] * 2
     assert all("Authorization" not in seen.headers for seen in downloads)
+
+
+# Security (issue 16, finding 10): the provider is not trusted with our network or memory.
+
+
+def png_of(size: tuple[int, int], mode: str = "RGB") -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size, "white").save(out, "PNG")
+    return out.getvalue()
+
+
+def test_an_image_url_on_another_host_is_never_fetched(
+    stub: Provider, generator: OpenAIGenerator
+) -> None:
+    # "localhost" reaches the same loopback stub, but it is not the host we were set up with:
+    # a provider's answer must not steer us at any other address (a metadata service).
+    port = stub.url.rsplit(":", 1)[1]
+    elsewhere = f"http://localhost:{port}/latest/meta-data/iam/security-credentials/"
+    stub.canned += [Canned(200, {"data": [{"url": elsewhere}]}), Canned(200, png_of((64, 64)))]
+    with pytest.raises(UpstreamError, match="another host"):
+        generator.generate([request()], lambda info: None)
+    assert [seen.method for seen in stub.seen] == ["POST"]
+
+
+def test_an_answer_is_read_up_to_the_cap_and_no_further(stub: Provider) -> None:
+    padded = {"data": [b64_png("red")], "padding": "x" * 200_000}
+    stub.canned.append(Canned(200, padded))
+    generator = OpenAIGenerator(f"{stub.url}/v1", max_retries=0, max_response_bytes=100_000)
+    generator.load()
+    try:
+        with pytest.raises(UpstreamError, match="larger than 100000 bytes"):
+            generator.generate([request()], lambda info: None)
+    finally:
+        generator.close()
+
+
+def test_a_huge_image_is_refused_before_it_is_decoded(
+    stub: Provider, generator: OpenAIGenerator
+) -> None:
+    huge = base64.b64encode(png_of((9000, 9000), "L")).decode()
+    stub.canned.append(Canned(200, {"data": [{"b64_json": huge}]}))
+    with pytest.raises(UpstreamError, match="9000x9000 image for a 64x64 job"):
+        generator.generate([request()], lambda info: None)
+
+
+def test_an_image_of_another_size_is_fitted_to_the_size_asked_for(
+    stub: Provider, generator: OpenAIGenerator
+) -> None:
+    wide = base64.b64encode(png_of((200, 100))).decode()
+    stub.canned.append(Canned(200, {"data": [{"b64_json": wide}]}))
+    (images,) = generator.generate([request()], lambda info: None)
+    assert images[0].size == (64, 64)

@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     openai_timeout_s: float = Field(default=60.0, gt=0)  # read timeout per request
     openai_max_retries: int = Field(default=3, ge=0, le=20)
     openai_retry_backoff_s: float = Field(default=0.5, ge=0)
+    openai_max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)  # read no more
     # diffusers backend: Hugging Face diffusers pipelines (generators/diffusers.py)
     diffusers_device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     diffusers_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"

@@ -3,7 +3,11 @@
 Each request of a batch is one ``POST {base}/images/generations`` with the full prompt,
 ``n`` and ``size`` ("WxH"), asking for ``b64_json``. An answer that carries a ``url``
 instead is downloaded with the same client (without the API key), so the images are
-always stored and served by us, never by the provider.
+always stored and served by us, never by the provider. The provider is not trusted with
+our network: a URL is fetched only from the provider's own host (never a redirect), an
+answer is read up to ``max_response_bytes`` and no further, and an image's size is checked
+from its header before it is decoded: one far larger than asked for is refused, and one of
+another size is fitted (scaled and centre-cropped) to the size the job asked for.
 
 The Images API has no field for the seed, the negative prompt, the steps or the guidance,
 so none of them is sent: the seed recorded with the job is ours alone, and the same job
@@ -29,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import structlog
 from PIL import Image as PILImage
+from PIL import ImageOps
 from PIL.Image import Image
 
 from imagegate.errors import (
@@ -48,6 +53,8 @@ log = structlog.get_logger(__name__)
 CONNECT_TIMEOUT_S = 10.0
 MAX_PAUSE_S = 30.0  # longer waits are the job queue's business, not a worker's sleep
 CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a few full-size PNGs in base64
+MAX_OVERSIZE = 4  # an image may be this many times the asked width or height, and no more
 
 
 class OpenAIGenerator:
@@ -60,8 +67,10 @@ class OpenAIGenerator:
         max_retries: int = 3,
         backoff_s: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self._base_url = base_url.rstrip("/") + "/"
+        self._max_response_bytes = max_response_bytes
         self._api_key = api_key
         self._model = model
         self._timeout = httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s))
@@ -81,6 +90,7 @@ class OpenAIGenerator:
             timeout_s=settings.openai_timeout_s,
             max_retries=settings.openai_max_retries,
             backoff_s=settings.openai_retry_backoff_s,
+            max_response_bytes=settings.openai_max_response_bytes,
         )
 
     @property
@@ -112,7 +122,8 @@ class OpenAIGenerator:
                 "POST", "images/generations", json=self._body(request)
             )
         )
-        return [self._image_of(item) for item in _items(response, request.n)]
+        size = (request.width, request.height)
+        return [_fitted(self._image_of(item, size), size) for item in _items(response, request.n)]
 
     def _body(self, request: GenerationRequest) -> dict[str, Any]:
         return {
@@ -123,20 +134,31 @@ class OpenAIGenerator:
             "response_format": "b64_json",
         }
 
-    def _image_of(self, item: dict[str, Any]) -> Image:
+    def _image_of(self, item: dict[str, Any], size: tuple[int, int]) -> Image:
         if isinstance(item.get("b64_json"), str):
             try:
-                return _decode(base64.b64decode(item["b64_json"], validate=True))
+                return _decode(base64.b64decode(item["b64_json"], validate=True), size)
             except binascii.Error as exc:
                 raise UpstreamError("The image provider sent invalid base64.") from exc
         if isinstance(item.get("url"), str):
-            return _decode(self._download(item["url"]))
+            return _decode(self._download(item["url"]), size)
         raise UpstreamError("The image provider's answer has neither b64_json nor url.")
 
     def _download(self, url: str) -> bytes:
-        if httpx.URL(url).scheme not in ("http", "https"):
-            raise UpstreamError(f"The image provider sent an image URL we cannot fetch: {url!r}")
+        # Only from the provider's own host: any other address in an answer would make us a
+        # proxy into our own network (a metadata service, an admin port) for the provider.
+        try:
+            target = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise UpstreamError("The image provider sent an image URL we cannot fetch.") from exc
+        if target.scheme not in ("http", "https") or target.host != self._provider_host:
+            log.warning("openai.url_refused", url=str(target.copy_with(query=None)))
+            raise UpstreamError("The image provider sent an image URL on another host.")
         return self._send(lambda client: _without_key(client.build_request("GET", url))).content
+
+    @property
+    def _provider_host(self) -> str:
+        return httpx.URL(self._base_url).host
 
     def _send(self, build: Callable[[httpx.Client], httpx.Request]) -> httpx.Response:
         """Send, retrying 429, 5xx and failed connections; raise the mapped error on failure."""
@@ -144,7 +166,7 @@ class OpenAIGenerator:
         for attempt in range(self._max_retries + 1):
             last = attempt == self._max_retries
             try:
-                response = self._client.send(build(self._client))
+                response = self._read_capped(self._client.send(build(self._client), stream=True))
             except httpx.TransportError as exc:
                 if last:
                     raise UpstreamUnavailable(f"The image provider is unreachable: {exc}") from exc
@@ -156,6 +178,26 @@ class OpenAIGenerator:
                 raise upstream_error(response)
             self._pause(attempt, response.headers.get("Retry-After"), response.status_code)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read_capped(self, response: httpx.Response) -> httpx.Response:
+        """Read the body, but never more than the cap: the provider chooses its length."""
+        body = bytearray()
+        try:
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > self._max_response_bytes:
+                    raise UpstreamError(
+                        f"The image provider's answer is larger than {self._max_response_bytes}"
+                        " bytes."
+                    )
+        finally:
+            response.close()
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=bytes(body),
+            request=response.request,
+        )
 
     def _pause(self, attempt: int, retry_after: str | None, why: object) -> None:
         asked = _seconds(retry_after)
@@ -198,13 +240,27 @@ def _items(response: httpx.Response, n: int) -> list[dict[str, Any]]:
     return data
 
 
-def _decode(data: bytes) -> Image:
+def _decode(data: bytes, size: tuple[int, int]) -> Image:
+    """The image, once its header shows a size we are willing to decode."""
     try:
         image = PILImage.open(io.BytesIO(data))
+        width, height = image.size
+        if width > size[0] * MAX_OVERSIZE or height > size[1] * MAX_OVERSIZE:
+            raise UpstreamError(
+                f"The image provider sent a {width}x{height} image for a {size[0]}x{size[1]} job."
+            )
         image.load()
-    except (OSError, ValueError) as exc:
-        raise UpstreamError(f"The image provider sent an unreadable image: {exc}") from exc
+    except (OSError, ValueError, PILImage.DecompressionBombError) as exc:
+        raise UpstreamError("The image provider sent an unreadable image.") from exc
     return image
+
+
+def _fitted(image: Image, size: tuple[int, int]) -> Image:
+    """The image at the size the job asked for: scaled to cover it, then centre-cropped."""
+    if image.size == size:
+        return image
+    log.info("openai.image_resized", sent=image.size, wanted=size)
+    return ImageOps.fit(image, size, method=PILImage.Resampling.LANCZOS)
 
 
 def _without_key(request: httpx.Request) -> httpx.Request:
