@@ -8,6 +8,7 @@ RFC 9457 problem+json in one place (:mod:`imagegate.api.problems`)::
     ├── InvalidRequest (422)
     │   ├── InvalidField (422)            a field's value is refused; names the field
     │   ├── MalformedBody (400)           the body is not JSON
+    │   ├── UntrustedHost (400)           the Host header is not one of ours
     │   └── BodyTooLarge (413)
     ├── NotFound (404)
     │   ├── JobNotFound
@@ -18,7 +19,8 @@ RFC 9457 problem+json in one place (:mod:`imagegate.api.problems`)::
     ├── Unauthorized (401)                no credential, or a bad, revoked or expired one
     ├── BudgetExceeded (402)              the job's estimated cost would pass a budget
     ├── Forbidden (403)                   the credential lacks the scope, or the object
-    │   └── BadSignature                  tampered or expired signed URL
+    │   ├── BadSignature                  tampered or expired signed URL
+    │   └── CrossOriginRefused            a page on a site not allowed sent the request
     ├── Conflict (409)
     │   └── IllegalTransition             the job's state does not allow this
     ├── RateLimited (429)                 a rate limit or concurrency cap; Retry-After
@@ -78,6 +80,13 @@ class MalformedBody(InvalidRequest):
     """The request body is not valid JSON."""
 
     code = "malformed_json"
+    status = 400
+
+
+class UntrustedHost(InvalidRequest):
+    """The request's Host is not one of this server's names."""
+
+    code = "host_untrusted"
     status = 400
 
 
@@ -151,6 +160,12 @@ class BadSignature(Forbidden):
     """The signed URL is invalid or has expired."""
 
     code = "invalid_signature"
+
+
+class CrossOriginRefused(Forbidden):
+    """A page on another site may not send this request."""
+
+    code = "origin_forbidden"
 
 
 class Conflict(ImageGateError):

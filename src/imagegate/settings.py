@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     prices_file: Path | None = None  # replaces the bundled usage/data/prices.yaml
     failed_job_cost_fraction: float = Field(default=0.0, ge=0, le=1)  # of what it used
     trusted_proxies: list[str] = Field(default_factory=list)  # whose X-Forwarded-For counts
+    trusted_hosts: list[str] = Field(default_factory=list)  # Host names besides loopback's
+    cors_origins: list[str] = Field(default_factory=list)  # pages of other sites allowed in
     fair_share: bool = True  # false: first come, first served across tenants
     fair_share_window_s: float = Field(default=60.0, ge=0)  # recent service, per tenant
 

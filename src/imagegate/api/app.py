@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
 
 import imagegate
 from imagegate.api import problems
 from imagegate.api.limits import BodySizeLimit
+from imagegate.api.origins import BrowserGuard, OriginPolicy
 from imagegate.api.routes import (
     admin,
     images,
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None, workers: int | None = None) -> 
         version=imagegate.__version__,
         summary="Submit a prompt, follow the job, fetch the PNG.",
         lifespan=lifespan,
+        responses=problems.documented(400),  # host_untrusted, on every route
     )
     routers = (legacy.router, ws_legacy.router, jobs.router, stream.router, images.router)
     more = (meta.router, openai_compat.router, safety.router, admin.router, tenancy.router)
@@ -60,4 +63,25 @@ def create_app(settings: Settings | None = None, workers: int | None = None) -> 
         app.include_router(router)
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=EXPOSED_HEADERS,
+            max_age=600,
+        )
+    policy = OriginPolicy(settings.trusted_hosts, settings.cors_origins, settings.public_url)
+    app.add_middleware(BrowserGuard, policy=policy)  # outermost: before anything reads
     return app
+
+
+# What a page of an allowed origin may read of our answers, besides the CORS-safelisted few.
+EXPOSED_HEADERS = [
+    "Retry-After",
+    "RateLimit",
+    "RateLimit-Policy",
+    "Location",
+    "Content-Disposition",
+]

@@ -21,11 +21,13 @@ MEDIA_TYPE = "application/problem+json"
 
 # What each refusal status means, for the OpenAPI document, with the codes it carries.
 REFUSALS = {
-    400: "Bad input: malformed_json, content_policy_violation.",
+    400: "Bad input: malformed_json, content_policy_violation; host_untrusted (the Host "
+    "header is not in IMAGEGATE_TRUSTED_HOSTS).",
     401: "unauthorized: no credential, or an unknown, revoked, expired or tampered one.",
     402: "budget_exceeded: the job's estimated cost would pass a budget; names the budget, "
     "the spend and the period's end.",
-    403: "forbidden: the credential lacks the scope (or a token, the user or template).",
+    403: "forbidden: the credential lacks the scope (or a token, the user or template); "
+    "origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it.",
     404: "Not found, or not yours: job_not_found, image_not_found, key_not_found.",
     409: "illegal_transition: the job's state does not allow this.",
     422: "A field's value is refused; the problem names the field and its code.",
