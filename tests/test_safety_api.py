@@ -103,6 +103,36 @@ def test_a_blocked_prompt_is_refused_and_audited(api: httpx.Client) -> None:
     assert counts["by_category"]["gore"] == 2 and counts["by_action"]["block"] == 2
 
 
+def test_a_negative_prompt_is_judged_too_but_may_name_what_to_keep_out(
+    api: httpx.Client,
+) -> None:
+    # Security (issue 16, finding 15): the negative prompt is text the user chose.
+    hateful = {"prompt": "a quiet harbour", "negative_prompt": "blurry, h.e.i.l h1tler"}
+    refused = api.post("/v1/jobs", json=hateful)
+    assert refused.status_code == 400
+    problem = refused.json()
+    assert problem["code"] == "content_policy_violation"
+    assert problem["field"] == "negative_prompt"
+    assert problem["categories"] == ["hate"]
+    (entry,) = api.get("/v1/admin/audit", headers=ADMIN, params={"category": "hate"}).json()["data"]
+    assert entry["prompt"] == hateful["negative_prompt"] and entry["action"] == "block"
+    # The usual negative prompt lists exactly what the user wants kept out of the image.
+    usual = {"prompt": "a quiet harbour", "negative_prompt": "nsfw, gore, blood, gun, lowres"}
+    job = api.post("/v1/jobs", json=usual)
+    assert job.status_code == 202
+    assert wait_for_job(api, job.json()["id"])["status"] == "completed"
+
+
+def test_exempt_categories_are_a_setting(
+    server_factory: Server, make_settings: SettingsFactory
+) -> None:
+    strict = server_factory(make_settings(admin_token=TOKEN, safety_negative_exempt=[]))
+    body = {"prompt": "a quiet harbour", "negative_prompt": "nsfw"}
+    refused = strict.post("/v1/jobs", json=body)
+    assert refused.status_code == 400 and refused.json()["field"] == "negative_prompt"
+    assert strict.post("/v1/jobs", json=body | {"negative_prompt": "lowres"}).status_code == 202
+
+
 def metric(api: httpx.Client, name: str, **labels: str) -> float:
     """One sample of GET /metrics, read with Prometheus's own parser; 0 when absent."""
     from prometheus_client.parser import text_string_to_metric_families

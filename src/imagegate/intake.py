@@ -1,10 +1,13 @@
 """Intake: what every new job goes through before it is recorded.
 
 The request becomes a spec (a template and its inputs, or a prompt with a style), the
-prompt is checked by the safety pipeline, and the outcome decides: blocked (audited, then
-refused with ``content_policy_violation``), held for review (``pending_review``), allowed
-with warnings, or allowed. The API, the original WebSocket and the OpenAI-compatible route
-all submit through here, so a prompt is judged the same way everywhere.
+prompt and the negative prompt are checked by the safety pipeline, and the stricter
+outcome decides: blocked (audited, then refused with ``content_policy_violation``, naming
+the field), held for review (``pending_review``), allowed with warnings, or allowed. A
+negative prompt names what to keep out of the image, so the categories in
+``IMAGEGATE_SAFETY_NEGATIVE_EXEMPT`` do not count in it; the rest (hate, by default) do.
+The API, the original WebSocket and the OpenAI-compatible route all submit through here,
+so a prompt is judged the same way everywhere.
 """
 
 from __future__ import annotations
@@ -76,20 +79,25 @@ class IntakeDesk:
     ) -> Submitted:
         """Check the prompt, then record the job (or refuse it): with ``admission``, its
         caps and budgets are enforced as it is recorded. Blocking: call from a thread."""
-        verdict = self.moderate(spec.prompt)
-        intake = self._intake(spec, verdict, caller)
+        judged = [Judged("prompt", spec.prompt, self.moderate(spec.prompt))]
+        if spec.negative_prompt:
+            exempt = frozenset(self.settings.safety_negative_exempt)
+            negative = self.moderate(spec.negative_prompt, disregard=exempt)
+            judged.append(Judged("negative_prompt", spec.negative_prompt, negative))
+        intake = self._intake(judged, caller)
+        verdict = judged[0].verdict
         if admission is not None:
             intake = dataclasses.replace(intake, identity=admission.identity, admit=admission)
         job = self.store.submit(spec, caller.owner, webhook_url=webhook_url, intake=intake)
         warnings = verdict.reasons if verdict.action.label == "warn" else ()
         return Submitted(job, tuple(warnings))
 
-    def moderate(self, text: str) -> Verdict:
+    def moderate(self, text: str, disregard: frozenset[str] = frozenset()) -> Verdict:
         if not self.settings.safety_enabled:
             from imagegate.safety.verdict import ALLOWED
 
             return ALLOWED
-        return self.pipeline().check(text)
+        return self.pipeline().check(text, disregard)
 
     def pipeline(self) -> SafetyPipeline:
         """Built once per process, on first use (or at start-up, from :meth:`warm_up`)."""
@@ -107,26 +115,49 @@ class IntakeDesk:
         if self.settings.safety_enabled:
             self.pipeline().warm_up()
 
-    def _intake(self, spec: JobSpec, verdict: Verdict, caller: Caller) -> Intake:
+    def _intake(self, judged: list[Judged], caller: Caller) -> Intake:
+        """Refuse on the first blocked text; otherwise the strictest verdict decides."""
         from imagegate.safety.pipeline import moderation_result
 
-        action = verdict.action.label
+        for text in judged:
+            if text.verdict.action.label == "block":
+                self.store.record_audit(
+                    audit_entry(text.text, text.verdict, caller, "input", "block")
+                )
+                raise text.refusal()
+        strictest = max(judged, key=lambda text: text.verdict.action)
+        action = strictest.verdict.action.label
         held = action == "review" or (action == "warn" and self.settings.safety_review_warn)
         entry = None
         if action != "allow":
-            entry = audit_entry(spec.prompt, verdict, caller, "input", "review" if held else action)
-        if action == "block":
-            assert entry is not None
-            self.store.record_audit(entry)
-            category = ", ".join(sorted(verdict.categories)) or "policy"
-            raise PromptRefused(
-                f"The prompt was refused by the content policy ({category}).",
-                field="prompt",
-                categories=sorted(verdict.categories),
-                reasons=list(verdict.reasons),
-            )
-        moderation = {"input": moderation_result(verdict)}
+            decided = "review" if held else action
+            entry = audit_entry(strictest.text, strictest.verdict, caller, "input", decided)
+        moderation = {
+            MODERATION_KEYS[text.field]: moderation_result(text.verdict) for text in judged
+        }
         return Intake(held=held, moderation=moderation, audit=entry, client_ip=caller.client_ip)
+
+
+MODERATION_KEYS = {"prompt": "input", "negative_prompt": "negative_prompt"}
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """A text of the request (the prompt, the negative prompt) and the pipeline's verdict."""
+
+    field: str
+    text: str
+    verdict: Verdict
+
+    def refusal(self) -> PromptRefused:
+        category = ", ".join(sorted(self.verdict.categories)) or "policy"
+        what = "prompt" if self.field == "prompt" else "negative prompt"
+        return PromptRefused(
+            f"The {what} was refused by the content policy ({category}).",
+            field=self.field,
+            categories=sorted(self.verdict.categories),
+            reasons=list(self.verdict.reasons),
+        )
 
 
 def audit_entry(

@@ -18,11 +18,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name, not a secret)
 MIN_SECRET_CHARS = 32
+SafetyCategory = Literal["violence", "gore", "sexual", "weapons", "hate"]  # safety.verdict's
+NEGATIVE_EXEMPT: tuple[SafetyCategory, ...] = ("violence", "gore", "sexual", "weapons")
 
 
 def _user_cache_dir() -> Path:
     """Where derived model files (the int8 embedding model) are kept between runs."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
+def _negative_exempt() -> list[SafetyCategory]:
+    return list(NEGATIVE_EXEMPT)
 
 
 class Settings(BaseSettings):
@@ -58,7 +64,8 @@ class Settings(BaseSettings):
     webhook_retry_schedule_s: list[float] = Field(
         default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
     )
-    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)  # each attempt's total deadline
+    webhook_concurrency: int = Field(default=16, ge=1, le=256)  # attempts at once, a 1/4 per host
     secret_key: SecretStr | None = None
     secret_key_previous: list[SecretStr] = Field(default_factory=list)  # still verify URLs
     signed_url_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
@@ -95,6 +102,9 @@ class Settings(BaseSettings):
     # safety: the prompt pipeline, templates and output moderation (imagegate/safety/)
     safety_enabled: bool = True  # check every prompt before a job is recorded
     safety_review_warn: bool = False  # hold prompts with warn terms for a reviewer too
+    # What a negative prompt may name, since it keeps them out ("nsfw, gore" is common);
+    # anything else in it (hate) is judged as in the prompt.
+    safety_negative_exempt: list[SafetyCategory] = Field(default_factory=_negative_exempt)
     output_moderation: bool = True  # NudeNet on every image before it can be fetched
     output_flagged: Literal["fail", "review"] = "fail"  # a flagged image: fail, or hold it
     admin_token: SecretStr | None = None  # Bearer token of the /v1/admin routes

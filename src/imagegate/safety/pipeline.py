@@ -31,12 +31,14 @@ class SafetyPipeline:
     def __init__(self, stages: Sequence[Stage]) -> None:
         self.stages = tuple(stages)
 
-    def check(self, text: str) -> Verdict:
+    def check(self, text: str, disregard: frozenset[str] = frozenset()) -> Verdict:
+        """The combined verdict; a stage that finds only ``disregard`` categories allows
+        (a negative prompt that names what to keep out of the image)."""
         prompt = normalize(text)
         verdicts = []
         for stage in self.stages:
             started = time.perf_counter()
-            verdict = stage.check(prompt)
+            verdict = _disregarding(stage.check(prompt), disregard)
             elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
             verdicts.append(dataclasses.replace(verdict, timings_ms={stage.name: elapsed_ms}))
             if verdict.action is Action.BLOCK:
@@ -49,6 +51,12 @@ class SafetyPipeline:
             warm_up = getattr(stage, "warm_up", None)
             if warm_up is not None:
                 warm_up()
+
+
+def _disregarding(verdict: Verdict, disregard: frozenset[str]) -> Verdict:
+    if not verdict.categories or not verdict.categories <= disregard:
+        return verdict
+    return dataclasses.replace(verdict, action=Action.ALLOW, categories=frozenset())
 
 
 def build_pipeline(settings: Settings) -> SafetyPipeline:
