@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SERVE_STAMP := $(VENV)/.installed-serve
 
 .PHONY: serve test lint typecheck pytest bench clean
 
@@ -14,7 +15,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[all]'
 	touch $@
 
-serve: $(STAMP)
+# What the default service runs, and nothing more: no torch, no test tools.
+$(SERVE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --no-compile -e '.[safety]'
+	touch $@
+
+serve: $(SERVE_STAMP)
 	$(BIN)/imagegate serve
 
 test: $(STAMP)

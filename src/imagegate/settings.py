@@ -22,11 +22,6 @@ SafetyCategory = Literal["violence", "gore", "sexual", "weapons", "hate"]  # saf
 NEGATIVE_EXEMPT: tuple[SafetyCategory, ...] = ("violence", "gore", "sexual", "weapons")
 
 
-def _user_cache_dir() -> Path:
-    """Where derived model files (the int8 embedding model) are kept between runs."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-
-
 def _negative_exempt() -> list[SafetyCategory]:
     return list(NEGATIVE_EXEMPT)
 
@@ -109,7 +104,6 @@ class Settings(BaseSettings):
     output_flagged: Literal["fail", "review"] = "fail"  # a flagged image: fail, or hold it
     admin_token: SecretStr | None = None  # Bearer token of the /v1/admin routes
     safety_semantic: bool = True  # the embedding stage (needs the safety extra)
-    model_cache_dir: Path = Field(default_factory=lambda: _user_cache_dir() / "imagegate")
     safety_terms_file: Path | None = None  # replaces the bundled safety/data/terms.yaml
     templates_file: Path | None = None  # more prompt templates, added to the built-in ones
     safety_remote_url: str | None = None  # an OpenAI-compatible /v1/moderations endpoint

@@ -43,7 +43,6 @@ from imagegate.safety.semantic import (
     model_text,
 )
 from imagegate.safety.terms import TermMatcher, load_term_lists
-from imagegate.settings import Settings
 
 STRENGTH = 30.0  # scikit-learn's C: the best out of fold of 1, 3, 10 and 30 (within a point)
 FOLDS = 5
@@ -208,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("prompts", type=Path, help="the calibration half (JSON lines)")
     parser.add_argument("-o", "--output", type=Path, default=data_path("semantic_model.json"))
     args = parser.parse_args(argv)
-    embedder = MiniLMEmbedder(Settings().model_cache_dir)
+    embedder = MiniLMEmbedder()
     model = calibrate(args.prompts, embedder)
     model.save(args.output)
     print(f"wrote {args.output}: {model.thresholds} {dict(model.calibration)}")

