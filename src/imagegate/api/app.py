@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
@@ -50,7 +51,8 @@ def create_app(settings: Settings | None = None, workers: int | None = None) -> 
         finally:
             await run_in_threadpool(runtime.close)
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from files of our own, not a CDN: the docs work offline.
+    app = FastAPIOffline(
         title="ImageGate",
         version=imagegate.__version__,
         summary="Submit a prompt, follow the job, fetch the PNG.",
