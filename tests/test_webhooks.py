@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -49,8 +53,6 @@ def test_two_secrets_give_two_signatures_for_rotation() -> None:
 
 
 def _now() -> int:
-    import time
-
     return int(time.time())
 
 
@@ -304,3 +306,200 @@ def test_a_message_that_cannot_even_be_built_is_a_failed_attempt_not_a_stuck_one
     assert sent[0].headers["host"] == "xn--bcher-kva.example"  # IDNA, pinned to the address
     assert sent[0].url.host == "93.184.216.34"
     assert store.webhook_deliveries(job.id)[0]["status"] == "delivered"
+
+
+# -- finding 4: a slow receiver stalled every delivery ----------------------------------------
+
+Answer = Callable[[socket.socket], None]
+DRIP_HEAD = b"HTTP/1.1 200 OK\r\nx-drip: " + b"a" * 1000
+
+
+class RawReceiver:
+    """A loopback receiver that reads a request's head, then sends ``answer`` on its own."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.connections = self.open = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hooks/imagegate"
+        self.closing = threading.Event()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        while not self.closing.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            self.threads.append(threading.Thread(target=self._handle, args=(conn,), daemon=True))
+            self.threads[-1].start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        self.open += 1
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(30)
+            request = b""
+            while b"\r\n\r\n" not in request and (chunk := conn.recv(65536)):
+                request += chunk
+            self.answer(conn)
+        self.open -= 1
+
+    def close(self) -> None:
+        self.closing.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+        self.listener.close()
+
+
+def drip(seconds: float) -> Answer:
+    """A status line and headers, one byte every 0.2 s for ``seconds``, never finished."""
+
+    def answer(conn: socket.socket) -> None:
+        ends = time.monotonic() + seconds
+        for byte in DRIP_HEAD:
+            if time.monotonic() > ends:
+                return
+            conn.sendall(bytes([byte]))
+            time.sleep(0.2)
+
+    return answer
+
+
+def answer_at_once(conn: socket.socket) -> None:
+    conn.sendall(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+
+
+def flood_of_headers(conn: socket.socket) -> None:
+    """64 KiB of headers, sent at once: under h11's 100 KiB, over the sender's cap."""
+    headers = b"".join(b"x-pad-%04d: %s\r\n" % (i, b"a" * 50) for i in range(1060))
+    conn.sendall(b"HTTP/1.1 200 OK\r\n" + headers + b"content-length: 0\r\n\r\n")
+
+
+@pytest.fixture
+def raw_receiver() -> Iterator[Callable[[Answer], RawReceiver]]:
+    made: list[RawReceiver] = []
+
+    def make(answer: Answer) -> RawReceiver:
+        made.append(RawReceiver(answer))
+        return made[-1]
+
+    yield make
+    for receiver in made:
+        receiver.close()
+
+
+def loopback_sender(store: JobStore, timeout_s: float, **options: Any) -> WebhookSender:
+    return WebhookSender(
+        store.engine,
+        WebhookGuard(allow_networks=["127.0.0.0/8"]),
+        [SECRET],
+        options.pop("schedule_s", [60.0]),
+        timeout_s,
+        render=lambda job_id: {"id": job_id},
+        poll_s=0.1,
+        **options,
+    )
+
+
+def queue_webhook(store: JobStore, url: str) -> str:
+    job = store.submit(spec(), "local", webhook_url=url)
+    store.cancel(job.id, "local")  # a queued job ends at once, and its message is due
+    return job.id
+
+
+def only_attempt(store: JobStore, job_id: str) -> dict[str, Any]:
+    (message,) = store.webhook_deliveries(job_id)
+    (attempt,) = message["attempts"]
+    return attempt | {"next_attempt_at": message["next_attempt_at"]}
+
+
+def delivered(store: JobStore, job_id: str) -> bool:
+    return bool(store.webhook_deliveries(job_id)[0]["status"] == "delivered")
+
+
+def test_a_receiver_that_drips_its_headers_times_out_at_the_deadline(
+    store: JobStore, raw_receiver: Callable[[Answer], RawReceiver]
+) -> None:
+    job_id = queue_webhook(store, raw_receiver(drip(seconds=8)).url)
+    sender = loopback_sender(store, timeout_s=1.0)
+    assert sender.run_once() == 1
+    sender.stop()
+    attempt = only_attempt(store, job_id)
+    assert attempt["error"] == "timeout"  # before: 8 s of bytes passed each read's timeout
+    assert 900 <= attempt["duration_ms"] < 3000
+
+
+def test_the_next_attempt_counts_from_the_end_of_a_slow_one(
+    store: JobStore, raw_receiver: Callable[[Answer], RawReceiver]
+) -> None:
+    job_id = queue_webhook(store, raw_receiver(drip(seconds=8)).url)
+    sender = loopback_sender(store, timeout_s=1.0, schedule_s=[0.5, 0.5])
+    assert sender.run_once() == 1
+    sender.stop()
+    attempt = only_attempt(store, job_id)
+    ended = attempt["at"] + timedelta(milliseconds=attempt["duration_ms"])
+    assert attempt["next_attempt_at"] >= ended + timedelta(seconds=0.3)  # 0.5 s, ±20%
+
+
+def test_a_slow_receiver_holds_up_no_other_delivery(
+    store: JobStore, raw_receiver: Callable[[Answer], RawReceiver]
+) -> None:
+    slow, fast = raw_receiver(drip(seconds=30)), raw_receiver(answer_at_once)
+    slow_job = queue_webhook(store, slow.url)
+    sender = loopback_sender(store, timeout_s=20.0)
+    sender.start()
+    try:
+        eventually(lambda: slow.open == 1)  # the slow attempt has begun, and holds on
+        fast_job = queue_webhook(store, fast.url)
+        eventually(lambda: delivered(store, fast_job), timeout_s=10)
+        assert slow.open == 1 and store.webhook_deliveries(slow_job)[0]["attempts"] == []
+    finally:
+        sender.stop()
+
+
+def test_one_host_cannot_take_every_slot(
+    store: JobStore, raw_receiver: Callable[[Answer], RawReceiver]
+) -> None:
+    slow, fast = raw_receiver(drip(seconds=30)), raw_receiver(answer_at_once)
+    for _ in range(20):  # more than the sender looks at, so those past the cap are set aside
+        queue_webhook(store, slow.url)
+    fast_job = queue_webhook(store, fast.url)  # due after all of them
+    sender = loopback_sender(store, timeout_s=20.0, concurrency=4)  # one a host
+    sender.start()
+    try:
+        eventually(lambda: delivered(store, fast_job), timeout_s=10)
+        assert slow.connections == 1
+    finally:
+        sender.stop()
+
+
+def test_headers_past_the_cap_fail_the_attempt(
+    store: JobStore, raw_receiver: Callable[[Answer], RawReceiver]
+) -> None:
+    job_id = queue_webhook(store, raw_receiver(flood_of_headers).url)
+    sender = loopback_sender(store, timeout_s=5.0)
+    assert sender.run_once() == 1
+    sender.stop()
+    assert only_attempt(store, job_id)["error"] == "headers_too_large"
+
+
+def test_the_lease_outlasts_the_deadline(
+    store: JobStore, raw_receiver: Callable[[Answer], RawReceiver]
+) -> None:
+    """Leased for a fixed 60 s, an attempt with a longer deadline could be claimed and sent
+    again by a second sender while the first still waited on it."""
+    slow = raw_receiver(drip(seconds=30))
+    job_id = queue_webhook(store, slow.url)
+    sender = loopback_sender(store, timeout_s=90.0)
+    sender.start()
+    try:
+        eventually(lambda: slow.open == 1)
+        (message,) = store.webhook_deliveries(job_id)
+        assert message["next_attempt_at"] > datetime.now(UTC) + timedelta(seconds=90)
+        assert loopback_sender(store, timeout_s=90.0).run_once() == 0  # nothing to claim
+        assert slow.connections == 1
+    finally:
+        sender.stop()

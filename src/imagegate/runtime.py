@@ -115,6 +115,7 @@ class Runtime:
             self.settings.webhook_retry_schedule_s,
             self.settings.webhook_timeout_s,
             render=self.render_job,
+            concurrency=self.settings.webhook_concurrency,
         )
         hold = self.settings.output_flagged == "review"
         gate = OutputGate(check, self.storage, hold_for_review=hold)

@@ -81,20 +81,36 @@ def enqueue_message(
     )
 
 
-def claim_due(conn: Connection, now: datetime, lease_s: float, limit: int) -> list[Delivery]:
-    token = str(uuid.uuid4())
-    due = (
-        select(webhook_deliveries.c.id)
+def due(conn: Connection, now: datetime, limit: int) -> list[tuple[str, str]]:
+    """The oldest due messages, as (id, url): a sender picks among them, then claims."""
+    rows = conn.execute(
+        select(webhook_deliveries.c.id, webhook_deliveries.c.url)
         .where(webhook_deliveries.c.status == PENDING, webhook_deliveries.c.next_attempt_at <= now)
         .order_by(webhook_deliveries.c.next_attempt_at)
         .limit(limit)
+    )
+    return [(row.id, row.url) for row in rows]
+
+
+def claim(conn: Connection, ids: list[str], now: datetime, lease_s: float) -> list[Delivery]:
+    """Lease those of ``ids`` that are still due: another sender may have won some."""
+    if not ids:
+        return []
+    token = str(uuid.uuid4())
+    still_due = (
+        select(webhook_deliveries.c.id)
+        .where(
+            webhook_deliveries.c.id.in_(ids),
+            webhook_deliveries.c.status == PENDING,
+            webhook_deliveries.c.next_attempt_at <= now,
+        )
         .with_for_update(skip_locked=True)
-        .cte("due")
+        .cte("still_due")
         .prefix_with("MATERIALIZED", dialect="postgresql")
     )
     rows = conn.execute(
         update(webhook_deliveries)
-        .where(webhook_deliveries.c.id == due.c.id)
+        .where(webhook_deliveries.c.id == still_due.c.id)
         .values(
             lease_token=token,
             # While leased, the message is not due: a dead sender's message comes back later.
