@@ -26,6 +26,7 @@ RFC 9457 problem+json in one place (:mod:`imagegate.api.problems`)::
     ├── RateLimited (429)                 a rate limit or concurrency cap; Retry-After
     │   └── QuotaExceeded                 a daily quota
     ├── ServiceUnavailable (503)          Retry-After
+    │   ├── DatabaseUnavailable           the database is restarting or unreachable
     │   ├── ModelUnavailable              the model is missing; says how to fetch it
     │   └── QueueFull                     the queue is at IMAGEGATE_MAX_QUEUE_DEPTH
     ├── WaitTimeout (504)                 a request waiting for its job outlived the timeout
@@ -210,6 +211,13 @@ class QueueFull(ServiceUnavailable):
     """The queue is full; try again shortly."""
 
     code = "queue_full"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database is unavailable for a moment; try again shortly."""
+
+    code = "database_unavailable"
+    retry_after_s = 2
 
 
 class ModelUnavailable(ServiceUnavailable):

@@ -12,9 +12,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy import exc as sql
 from starlette.exceptions import HTTPException
 
-from imagegate.errors import ImageGateError, InvalidField, MalformedBody
+from imagegate.errors import DatabaseUnavailable, ImageGateError, InvalidField, MalformedBody
 
 log = structlog.get_logger(__name__)
 MEDIA_TYPE = "application/problem+json"
@@ -33,7 +34,8 @@ REFUSALS = {
     422: "A field's value is refused; the problem names the field and its code.",
     429: "rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; "
     "names the policy hit.",
-    503: "queue_full, or a dependency (the database, Redis) is unavailable; with Retry-After.",
+    503: "queue_full, database_unavailable, or another dependency (Redis) is unavailable; "
+    "with Retry-After.",
 }
 
 
@@ -124,6 +126,17 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+# What the database driver raises while the server restarts, is unreachable, or (SQLite)
+# stays locked past the busy timeout; the pool raises TimeoutError when it has no
+# connection to give. Each is a moment's outage, answered 503 with Retry-After, not a bug.
+DATABASE_OUTAGES = (sql.OperationalError, sql.InterfaceError, sql.TimeoutError)
+
+
+async def on_database_outage(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database.unavailable", path=request.url.path, error=type(exc).__name__)
+    return problem_response(DatabaseUnavailable(), request.url.path)
+
+
 async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("request.failed", path=request.url.path)
     return problem(500, "internal_error", "An unexpected error occurred.", request.url.path)
@@ -155,4 +168,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ImageGateError, on_imagegate_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
+    for outage in DATABASE_OUTAGES:
+        app.add_exception_handler(outage, on_database_outage)
     app.add_exception_handler(Exception, on_unexpected_error)
