@@ -279,6 +279,23 @@ def test_moderations_are_capped_rounded_audited_and_keep_terms_for_the_operator(
     ]
 
 
+def test_moderations_count_in_the_callers_rate_limit(
+    server_factory: Callable[..., httpx.Client], make_settings: SettingsFactory
+) -> None:
+    """Finding 5: each moderation request is one of the caller's requests."""
+    admin = {"Authorization": "Bearer " + "a" * 40}
+    api = server_factory(make_settings(auth="required", admin_token="a" * 40), workers=0)
+    limits = {"limits": {"requests_per_minute": 2}}
+    api.put("/v1/admin/tenants/acme", json=limits, headers=admin).raise_for_status()
+    made = api.post("/v1/admin/keys", json={"tenant": "acme", "name": "t"}, headers=admin)
+    key = {"Authorization": f"Bearer {made.json()['key']}"}
+    answers = [
+        api.post("/v1/moderations", json={"input": "a calm lake"}, headers=key) for _ in range(3)
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[2].json()["code"] == "rate_limited" and "Retry-After" in answers[2].headers
+
+
 def test_an_address_that_keeps_failing_to_authenticate_is_throttled(
     server_factory: Callable[..., httpx.Client], make_settings: SettingsFactory
 ) -> None:
