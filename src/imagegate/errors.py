@@ -27,6 +27,7 @@ RFC 9457 problem+json in one place (:mod:`imagegate.api.problems`)::
     │   └── QuotaExceeded                 a daily quota
     ├── ServiceUnavailable (503)          Retry-After
     │   ├── DatabaseUnavailable           the database is restarting or unreachable
+    │   ├── StorageUnavailable            the image storage (S3) cannot be reached
     │   ├── ModelUnavailable              the model is missing; says how to fetch it
     │   └── QueueFull                     the queue is at IMAGEGATE_MAX_QUEUE_DEPTH
     ├── WaitTimeout (504)                 a request waiting for its job outlived the timeout
@@ -218,6 +219,12 @@ class DatabaseUnavailable(ServiceUnavailable):
 
     code = "database_unavailable"
     retry_after_s = 2
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """The image storage cannot be reached; try again shortly."""
+
+    code = "storage_unavailable"
 
 
 class ModelUnavailable(ServiceUnavailable):

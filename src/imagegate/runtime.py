@@ -23,7 +23,7 @@ from imagegate.jobs.wakeup import PostgresListener, conninfo
 from imagegate.limits.gatekeeper import Gatekeeper
 from imagegate.limits.ratelimit import RateLimiter
 from imagegate.settings import Settings
-from imagegate.storage import Storage, open_storage
+from imagegate.storage import Presigner, Storage, open_presigner, open_storage
 from imagegate.storage.quarantine import Quarantine
 from imagegate.storage.signing import UrlSigner
 from imagegate.tenancy.auth import Authenticator
@@ -68,6 +68,7 @@ class Runtime:
         self.usage = UsageStore(self.engine)
         self.storage: Storage = open_storage(settings)
         self.quarantine = Quarantine(self.storage)
+        self.presigner: Presigner | None = open_presigner(settings, self.storage)
         previous = [k.get_secret_value().encode() for k in settings.secret_key_previous]
         self.signer = UrlSigner(settings.signing_key, settings.signed_url_ttl_s, previous)
         self.intake = IntakeDesk(settings, self.store)
@@ -173,7 +174,7 @@ class Runtime:
     def links(self) -> Links:
         """Links for use outside a request (webhook payloads): the public URL, or our own."""
         base = self.settings.public_url or f"http://{self.settings.host}:{self.settings.port}"
-        return Links(base, self.signer)
+        return Links(base, self.signer, self.presigner)
 
     def render_job(self, job_id: str) -> dict[str, Any]:
         """The job resource as the API shows it, for webhook payloads."""

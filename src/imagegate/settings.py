@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     secret_key_previous: list[SecretStr] = Field(default_factory=list)  # still verify URLs
     signed_url_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     public_url: str | None = None
+    # storage: files under data_dir/images, or an S3 bucket (storage/s3.py, the s3 extra)
+    storage_url: str | None = Field(default=None, pattern=r"^s3://[a-z0-9][a-z0-9.-]+(/.*)?$")
+    s3_endpoint_url: str | None = None  # MinIO, R2, …; unset: AWS
+    s3_region: str | None = None  # R2: "auto"
+    s3_access_key_id: str | None = None  # unset (with the secret): boto3's credential chain
+    s3_secret_access_key: SecretStr | None = None
+    s3_presigned_urls: bool = False  # image links go to S3, for min(ttl, 7 days)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     auto_migrate: bool = True

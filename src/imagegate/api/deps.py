@@ -74,7 +74,8 @@ def requires(scope: Scope | None) -> Callable[..., Principal]:
 
 def get_links(request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]) -> Links:
     """Links based on ``IMAGEGATE_PUBLIC_URL``, or else on the request's own address."""
-    return Links(runtime.settings.public_url or str(request.base_url), runtime.signer)
+    base = runtime.settings.public_url or str(request.base_url)
+    return Links(base, runtime.signer, runtime.presigner)
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

@@ -65,7 +65,7 @@ async def _queue_update(runtime: Runtime, job_id: str, known: int | None) -> Job
 def socket_links(websocket: WebSocket, runtime: Runtime) -> Links:
     """Links for a WebSocket's messages: http(s) URLs, not ws(s) ones."""
     base = str(websocket.base_url).replace("ws", "http", 1)
-    return Links(runtime.settings.public_url or base, runtime.signer)
+    return Links(runtime.settings.public_url or base, runtime.signer, runtime.presigner)
 
 
 def render(event: JobEvent, links: Links) -> dict[str, Any]:
@@ -76,5 +76,6 @@ def render(event: JobEvent, links: Links) -> dict[str, Any]:
         step = data.pop("preview_step", data["step"])
         data["preview_url"] = links.preview(event.job_id, step) if preview else None
     elif event.type is EventType.COMPLETED:
-        data["images"] = [image | {"url": links.image_id(image["id"])} for image in data["images"]]
+        images = data["images"]
+        data["images"] = [im | {"url": links.image_id(event.job_id, im["id"])} for im in images]
     return {"job_id": event.job_id, **data}

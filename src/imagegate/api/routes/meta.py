@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from imagegate.api.deps import PrincipalDep, RuntimeDep
 from imagegate.api.schemas import StyleOut
+from imagegate.errors import StorageUnavailable
 from imagegate.metrics import exposition
 from imagegate.prompts.styles import STYLES
 
@@ -59,7 +60,7 @@ def _check(name: str, probe: Callable[[], None]) -> str:
     ports, paths) go to the log only."""
     try:
         probe()
-    except (SQLAlchemyError, OSError) as exc:
+    except (SQLAlchemyError, OSError, StorageUnavailable) as exc:
         log.warning("ready.check_failed", check=name, error=f"{type(exc).__name__}: {exc}")
         return "unavailable"
     return "ok"
