@@ -13,10 +13,19 @@ def test_final_states_allow_no_way_out() -> None:
         assert status.is_final
 
 
-def test_a_queued_job_cannot_complete_without_running() -> None:
-    assert not Status.QUEUED.can_become(Status.COMPLETED)
-    # completed by its worker, or by a reviewer who releases the images it held back
-    assert sources_of(Status.COMPLETED) == {Status.GENERATING, Status.PENDING_REVIEW}
+def test_a_job_completes_by_running_by_review_or_from_the_cache() -> None:
+    # completed by its worker, by a reviewer who releases the images it held back, or
+    # straight from the queue: a cache hit, or a follower when its leader completes
+    assert sources_of(Status.COMPLETED) == {
+        Status.GENERATING,
+        Status.PENDING_REVIEW,
+        Status.QUEUED,
+    }
+    assert sources_of(Status.FAILED) == {
+        Status.GENERATING,
+        Status.PENDING_REVIEW,
+        Status.QUEUED,
+    }
 
 
 def test_a_job_whose_images_were_withheld_waits_for_review() -> None:

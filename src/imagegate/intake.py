@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from imagegate.cache.keys import NOT_CACHEABLE, CacheRequest
 from imagegate.errors import InvalidField, PromptRefused, ServiceUnavailable
 from imagegate.jobs.audit import AuditEntry
 from imagegate.jobs.changes import Intake
@@ -29,6 +30,7 @@ from imagegate.prompts.templates import Template, load_templates, render_templat
 from imagegate.settings import Settings
 
 if TYPE_CHECKING:
+    from imagegate.cache.idempotency import IdempotencyRequest
     from imagegate.limits.gatekeeper import Admission
     from imagegate.safety.pipeline import SafetyPipeline
     from imagegate.safety.verdict import Verdict
@@ -76,6 +78,8 @@ class IntakeDesk:
         caller: Caller,
         webhook_url: str | None = None,
         admission: Admission | None = None,
+        cache: CacheRequest | None = None,
+        idempotent: IdempotencyRequest | None = None,
     ) -> Submitted:
         """Check the prompt, then record the job (or refuse it): with ``admission``, its
         caps and budgets are enforced as it is recorded. Blocking: call from a thread."""
@@ -88,7 +92,14 @@ class IntakeDesk:
         verdict = judged[0].verdict
         if admission is not None:
             intake = dataclasses.replace(intake, identity=admission.identity, admit=admission)
-        job = self.store.submit(spec, caller.owner, webhook_url=webhook_url, intake=intake)
+        job = self.store.submit(
+            spec,
+            caller.owner,
+            webhook_url=webhook_url,
+            intake=intake,
+            cache=cache or NOT_CACHEABLE,
+            idempotent=idempotent,
+        )
         warnings = verdict.reasons if verdict.action.label == "warn" else ()
         return Submitted(job, tuple(warnings))
 

@@ -35,6 +35,12 @@ RATE_LIMIT_REFUSALS = Counter(
     "Requests refused by a rate limit, quota, cap or budget, by the policy hit.",
     ["policy"],
 )
+CACHE_LOOKUPS = Counter(
+    "imagegate_cache_requests",
+    "New jobs by what the cache did (RFC 9211's words): hit, collapsed (followed an identical "
+    "job in flight), miss, or bypass (not cacheable, or the request said no-cache).",
+    ["result"],
+)
 BUDGET_ALERTS = Counter(
     "imagegate_budget_alerts", "Budget thresholds crossed.", ["tenant", "threshold"]
 )
@@ -51,12 +57,16 @@ def count_decision(stage: str, action: str, categories: Iterable[str]) -> None:
         SAFETY_DECISIONS.labels(stage, action, category).inc()
 
 
-def exposition(jobs_by_status: Mapping[str, int]) -> bytes:
-    """The process's counters, then the job counts just read from the database."""
+def exposition(jobs_by_status: Mapping[str, int], cache: tuple[int, int] = (0, 0)) -> bytes:
+    """The process's counters, then what was just read from the database: the job counts,
+    and the cache's live entries and bytes."""
     scrape = CollectorRegistry()
     jobs = Gauge(
         "imagegate_jobs", "Jobs by status, from the database.", ["status"], registry=scrape
     )
     for status, count in jobs_by_status.items():
         jobs.labels(status).set(count)
+    entries, size = cache
+    Gauge("imagegate_cache_entries", "Live cache entries.", registry=scrape).set(entries)
+    Gauge("imagegate_cache_bytes", "Bytes of the cached images.", registry=scrape).set(size)
     return generate_latest(REGISTRY) + generate_latest(scrape)

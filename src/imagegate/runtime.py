@@ -59,6 +59,7 @@ class Runtime:
             job_timeout_s=settings.job_timeout_s,
             pricing=self.pricing,
             fair_share_window_s=settings.fair_share_window_s if settings.fair_share else None,
+            cache_ttl_s=settings.cache_ttl_days * 86400,
         )
         self.keys = KeyStore(self.engine, cache_s=settings.key_cache_s)
         self.tokens = TokenSigner(settings.signing_key)
@@ -67,8 +68,8 @@ class Runtime:
         self.gate = Gatekeeper(settings, self.keys, self.limiter, self.pricing)
         self.usage = UsageStore(self.engine)
         self.storage: Storage = open_storage(settings)
-        self.quarantine = Quarantine(self.storage)
         self.presigner: Presigner | None = open_presigner(settings, self.storage)
+        self.quarantine = Quarantine(self.storage)
         previous = [k.get_secret_value().encode() for k in settings.secret_key_previous]
         self.signer = UrlSigner(settings.signing_key, settings.signed_url_ttl_s, previous)
         self.intake = IntakeDesk(settings, self.store)

@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     max_queue_depth: int | None = Field(default=None, ge=1)  # queued jobs; past it, 503
     prices_file: Path | None = None  # replaces the bundled usage/data/prices.yaml
     failed_job_cost_fraction: float = Field(default=0.0, ge=0, le=1)  # of what it used
+    # the result cache (imagegate/cache/): seeded requests only
+    cache_enabled: bool = True
+    cache_scope: Literal["tenant", "global"] = "tenant"  # global: shared across tenants
+    cache_ttl_days: float = Field(default=30.0, gt=0)  # refreshed by each hit
     trusted_proxies: list[str] = Field(default_factory=list)  # whose X-Forwarded-For counts
     trusted_hosts: list[str] = Field(default_factory=list)  # Host names besides loopback's
     cors_origins: list[str] = Field(default_factory=list)  # pages of other sites allowed in

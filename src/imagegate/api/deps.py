@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Header, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
@@ -84,3 +84,21 @@ Reader = Annotated[Principal, Depends(requires(Scope.JOBS_READ))]
 Writer = Annotated[Principal, Depends(requires(Scope.JOBS_WRITE))]
 UsageReader = Annotated[Principal, Depends(requires(Scope.USAGE_READ))]
 LinksDep = Annotated[Links, Depends(get_links)]
+
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Up to 255 characters: a retry with the same key and body gets the job "
+        "the first request made (kept 24 hours); another body is a 422.",
+    ),
+]
+CacheControlHeader = Annotated[
+    str | None,
+    Header(
+        alias="Cache-Control",
+        description="no-cache: generate afresh (the result is still cached); no-store: "
+        "generate afresh and keep nothing. Only seeded requests are cached.",
+    ),
+]

@@ -44,11 +44,17 @@ class JobCreate(_Strict):
         max_length=200,
         description="Your app's own id of the end user, for per-user limits and history.",
     )
+    cache: str | None = Field(
+        default=None,
+        description="default, no-cache (generate afresh, then cache) or no-store (generate "
+        "afresh, keep nothing), as the Cache-Control header also says. Only seeded requests "
+        "are cached.",
+    )
 
     def to_request(self) -> JobRequest:
         if "prompt" not in self.model_fields_set and self.template is None:
             raise InvalidField("prompt", "missing_field", "Give a prompt, or a template.")
-        fields = self.model_dump(exclude={"webhook_url", "template", "inputs", "user"})
+        fields = self.model_dump(exclude={"webhook_url", "template", "inputs", "user", "cache"})
         return JobRequest(**fields)
 
 
@@ -68,8 +74,14 @@ class ImageOut(BaseModel):
 class MetadataOut(BaseModel):
     seed: int
     model: str
-    generation_time_ms: int
+    generation_time_ms: int = Field(description="How long making the images took.")
     batch_size: int
+    cache: str | None = Field(
+        default=None,
+        description="hit (answered from the cache), collapsed (took the result of an "
+        "identical job in flight), miss (generated, then cached) or bypass (generated; not "
+        "cacheable: no seed, or the request said no-cache or no-store).",
+    )
 
 
 class ProgressOut(BaseModel):
@@ -138,7 +150,7 @@ class JobOut(BaseModel):
                 ImageOut(id=im.id, url=links.image(im), width=im.width, height=im.height)
                 for im in job.images
             ],
-            metadata=MetadataOut(**asdict(job.meta)) if job.meta else None,
+            metadata=MetadataOut(**asdict(job.meta), cache=job.cache) if job.meta else None,
             progress=ProgressOut(**asdict(job.progress)) if job.progress else None,
             cancel_requested=job.cancel_requested,
             queue_position=queue.position if queue else None,

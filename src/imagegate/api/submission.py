@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from imagegate import metrics
+from imagegate.cache.idempotency import IdempotencyRequest, Replay
+from imagegate.cache.keys import NOT_CACHEABLE, CacheRequest
 from imagegate.errors import BudgetExceeded, Forbidden, QueueFull, RateLimited
 from imagegate.intake import Caller, Submitted
 from imagegate.jobs.models import JobSpec
@@ -16,7 +18,8 @@ from imagegate.tenancy.principal import Principal
 @dataclass(frozen=True, slots=True)
 class Accepted:
     submitted: Submitted
-    headers: dict[str, str]  # RateLimit-Policy and RateLimit
+    headers: dict[str, str]  # RateLimit-Policy and RateLimit, Cache-Status
+    replayed: bool = False  # an Idempotency-Key's earlier job, not a new one
 
 
 def end_user(principal: Principal, asked: str | None) -> str | None:
@@ -45,16 +48,34 @@ def submit(
     user: str | None = None,
     webhook_url: str | None = None,
     template: str | None = None,
+    cache: CacheRequest = NOT_CACHEABLE,
+    idempotent: IdempotencyRequest | None = None,
 ) -> Accepted:
-    """Admit (limits, quotas, caps, budget) and record the job. Blocking: call in a thread."""
+    """Admit (limits, quotas, caps, budget) and record the job, or answer it from the
+    cache, or return the job an Idempotency-Key's first request made. Blocking: call in a
+    thread."""
     check_template(principal, template)
     admission = runtime.gate.admit_submission(principal, spec, user, client_ip)
     caller = Caller(principal.tenant, client_ip)
     try:
-        submitted = runtime.intake.submit(spec, caller, webhook_url, admission)
+        submitted = runtime.intake.submit(spec, caller, webhook_url, admission, cache, idempotent)
     except (RateLimited, BudgetExceeded, QueueFull) as refused:  # caps and budgets
         policy = refused.extra.get("policy") or refused.code
         metrics.RATE_LIMIT_REFUSALS.labels(policy).inc()
         refused.headers.update(admission.headers)
         raise
-    return Accepted(submitted, admission.headers)
+    except Replay as replay:
+        job = runtime.store.get(replay.job_id, principal.tenant)
+        return Accepted(Submitted(job), admission.headers, replayed=True)
+    status = submitted.job.cache or "bypass"
+    metrics.CACHE_LOOKUPS.labels(status).inc()
+    return Accepted(submitted, admission.headers | {"Cache-Status": cache_status(status)})
+
+
+def cache_status(status: str) -> str:
+    """The RFC 9211 Cache-Status field for what the cache did with the request."""
+    return {
+        "hit": "ImageGate; hit",
+        "collapsed": "ImageGate; fwd=miss; collapsed",
+        "miss": "ImageGate; fwd=miss; stored",
+    }.get(status, "ImageGate; fwd=bypass")

@@ -81,6 +81,7 @@ class Job:
     key_id: str | None = None
     end_user: str | None = None
     cost: Cost | None = None
+    cache: str | None = None  # hit, collapsed, miss or bypass (imagegate.cache)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,11 @@ def ahead_of(conn: Connection, job: Job) -> int:
             ),
         ),
     )
-    query = select(func.count()).where(jobs.c.status == Status.QUEUED.value, before)
+    query = select(func.count()).where(
+        jobs.c.status == Status.QUEUED.value,
+        jobs.c.follows.is_(None),  # a follower takes no worker's time
+        before,
+    )
     return int(conn.execute(query).scalar_one())
 
 

@@ -68,6 +68,7 @@ def job_from_row(row: Mapping[Any, Any], images: Iterable[ImageRecord] = ()) -> 
         key_id=row["key_id"],
         end_user=row["end_user"],
         cost=_cost(row),
+        cache=row["cache_status"],
     )
 
 

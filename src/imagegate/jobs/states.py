@@ -1,7 +1,9 @@
 """The job state machine, defined once.
 
 ``queued → generating → completed | failed | canceled``; a generating job whose worker
-died or hit a transient error goes back to ``queued`` for another attempt. A job that the
+died or hit a transient error goes back to ``queued`` for another attempt. A queued job
+completes without running when the cache answers it, and a job that follows an identical
+one in flight (single-flight) completes or fails from ``queued`` with its leader. A job that the
 safety rules hold waits in ``pending_review``: before it runs (its prompt), a reviewer
 queues it (approve) or fails it (reject); after it ran (its image, when
 ``IMAGEGATE_OUTPUT_FLAGGED=review``), a reviewer completes it with the image or fails it.
@@ -36,7 +38,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.PENDING_REVIEW: frozenset(
         {Status.QUEUED, Status.COMPLETED, Status.FAILED, Status.CANCELED}
     ),
-    Status.QUEUED: frozenset({Status.GENERATING, Status.CANCELED}),
+    Status.QUEUED: frozenset({Status.GENERATING, Status.COMPLETED, Status.FAILED, Status.CANCELED}),
     Status.GENERATING: frozenset(
         {Status.COMPLETED, Status.FAILED, Status.CANCELED, Status.QUEUED, Status.PENDING_REVIEW}
     ),

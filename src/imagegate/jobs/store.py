@@ -18,8 +18,11 @@ from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text
 from sqlalchemy.sql.elements import ColumnElement
 
 from imagegate import metrics
+from imagegate.cache import entries, idempotency
+from imagegate.cache.idempotency import IdempotencyRequest
+from imagegate.cache.keys import NOT_CACHEABLE, CacheRequest
 from imagegate.errors import IllegalTransition, JobNotFound
-from imagegate.jobs import audit, events, queue
+from imagegate.jobs import audit, events, gallery, queue
 from imagegate.jobs.audit import AuditEntry
 from imagegate.jobs.changes import (
     CANCELED,
@@ -95,8 +98,10 @@ class JobStore:
         clock: Clock = _utcnow,
         pricing: Pricing | None = None,
         fair_share_window_s: float | None = 60.0,
+        cache_ttl_s: float = 30 * 86400,
     ) -> None:
         self.engine = engine
+        self.cache_ttl = timedelta(seconds=cache_ttl_s)
         self.max_attempts = max_attempts
         self.retry_backoff_s = retry_backoff_s
         self.job_timeout_s = job_timeout_s
@@ -132,11 +137,17 @@ class JobStore:
         limit: int = 20,
         cursor: str | None = None,
         user: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> tuple[list[Job], str | None]:
         """Newest first; returns the page and the cursor of the next page (None at the end)."""
         query = select(jobs).where(*scoped_to(owner, user))
         if status is not None:
             query = query.where(jobs.c.status == status.value)
+        if created_after is not None:
+            query = query.where(jobs.c.created_at > created_after)
+        if created_before is not None:
+            query = query.where(jobs.c.created_at < created_before)
         if cursor is not None:
             moment, job_id = decode_cursor(cursor)
             query = query.where(
@@ -151,6 +162,13 @@ class JobStore:
         more = len(page) > limit
         page = page[:limit]
         return page, encode_cursor(page[-1]) if more else None
+
+    def gallery(
+        self, owner: str, user: str | None = None, limit: int = 20, cursor: str | None = None
+    ) -> tuple[list[tuple[ImageRecord, Job]], str | None]:
+        """A tenant's (or an end user's) images with their jobs, newest first."""
+        with self.engine.connect() as conn:
+            return gallery.page(conn, owner, user, limit, cursor)
 
     def get_image(self, image_id: str) -> ImageRecord | None:
         if not _plausible_id(image_id):
@@ -209,11 +227,9 @@ class JobStore:
                     event = completed_event(released or (), meta)
             if not self._transition(
                 conn, job_id, target, *guards, from_=Status.PENDING_REVIEW, event=event,
-                **decided, **values,
+                stored=released or (), **decided, **values,
             ):  # fmt: skip
                 self._refuse(conn, job_id, None, "The job is not waiting for this review.")
-            if released:
-                conn.execute(insert(images), [image_values(image, now) for image in released])
             audit.record(conn, entry, now, job_id)
             self._notify_workers(conn)
             decided_job = self._with_images(conn, [row_of(conn, job_id)])[0]
@@ -259,6 +275,11 @@ class JobStore:
         with self.engine.connect() as conn:
             return outbox.deliveries_of(conn, None, tenant)
 
+    def cache_stats(self) -> tuple[int, int]:
+        """The cache's live entries, and the bytes of their images."""
+        with self.engine.connect() as conn:
+            return entries.stats(conn, self._now())
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(select(1))
@@ -271,9 +292,17 @@ class JobStore:
         owner: str,
         webhook_url: str | None = None,
         intake: Intake | None = None,
+        cache: CacheRequest = NOT_CACHEABLE,
+        idempotent: IdempotencyRequest | None = None,
     ) -> Job:
         """Record a job: queued, or held for review when the intake says so (with its
-        moderation outcome, and its audit entry, in the same transaction)."""
+        moderation outcome, and its audit entry, in the same transaction).
+
+        A cacheable request is answered from the cache when it can be (the job is
+        completed at once), or follows an identical job in flight. With ``idempotent``, a
+        key used before for the same request raises :class:`idempotency.Replay` and
+        records nothing.
+        """
         now, intake = self._now(), intake or Intake()
         status = Status.PENDING_REVIEW if intake.held else Status.QUEUED
         values = (
@@ -290,22 +319,62 @@ class JobStore:
                 "created_at": now,
                 "run_after": now,
                 "cancel_requested": False,
+                "cache_key": cache.key,
+                "cache_store": cache.key is not None and cache.mode.stores,
+                "cache_status": cache.status_if_generated,
             }
         )
+        shared_key = cache.key if cache.mode.looks_up and not intake.held else None
         with self._write() as conn:
+            hit = self._look_up(conn, owner, cache.key, shared_key, idempotent, now)
             row = conn.execute(insert(jobs).values(values).returning(*jobs.c)).mappings().one()
             job = job_from_row(row)
-            if intake.admit is not None:  # caps and budget reservations: may refuse it
-                intake.admit(conn, job.id, now)
+            if idempotent is not None:
+                idempotency.record(conn, owner, idempotent, job.id, now)
             if intake.audit is not None:
                 audit.record(conn, intake.audit, now, job.id)
-            if intake.held:
-                self._emit(conn, job.id, EventType.PENDING_REVIEW, held_event(intake))
-                return job
-            self._emit(conn, job.id, EventType.QUEUED, {"queue_position": ahead_of(conn, job)})
-            self._notify_workers(conn)
+            if hit is not None:  # nothing to run, reserve or cap: it is done
+                self._answer_from_cache(conn, job.id, hit, now)
+                return self._with_images(conn, [row_of(conn, job.id)])[0]
+            if intake.admit is not None:  # caps and budget reservations: may refuse it
+                intake.admit(conn, job.id, now)
+            waiting = self._place(conn, job, intake, shared_key)
+            if waiting is not None:  # held for review, or following a leader
+                return waiting
         self.wakeup.notify()
         return job
+
+    def _look_up(
+        self,
+        conn: Connection,
+        owner: str,
+        key: str | None,
+        shared_key: str | None,
+        idempotent: IdempotencyRequest | None,
+        now: datetime,
+    ) -> Any | None:
+        """Before a job is recorded: an idempotent replay (raised), then a cache hit."""
+        if idempotent is not None:
+            idempotency.lock(conn, owner, idempotent.key)
+            idempotency.check(conn, owner, idempotent, now)
+        if key is not None:
+            entries.lock_key(conn, key)
+        return entries.find_hit(conn, shared_key, now) if shared_key else None
+
+    def _place(
+        self, conn: Connection, job: Job, intake: Intake, shared_key: str | None
+    ) -> Job | None:
+        """Hold the new job for review, make it follow its leader, or queue it (None)."""
+        if intake.held:
+            self._emit(conn, job.id, EventType.PENDING_REVIEW, held_event(intake))
+            return job
+        leader = entries.find_leader(conn, shared_key, job.id) if shared_key else None
+        if leader is not None:
+            self._follow(conn, job, leader)
+            return job_from_row(row_of(conn, job.id))
+        self._emit(conn, job.id, EventType.QUEUED, {"queue_position": ahead_of(conn, job)})
+        self._notify_workers(conn)
+        return None
 
     def cancel(self, job_id: str, owner: str | None = None, user: str | None = None) -> Job:
         """Queued or held: canceled now. Generating: flagged; the worker stops at its next
@@ -353,7 +422,11 @@ class JobStore:
         now, token = self._now(), token or str(uuid.uuid4())
         runnable = (
             select(jobs.c.id)
-            .where(jobs.c.status == Status.QUEUED.value, jobs.c.run_after <= now)
+            .where(
+                jobs.c.status == Status.QUEUED.value,
+                jobs.c.run_after <= now,
+                jobs.c.follows.is_(None),  # a follower takes its leader's result
+            )
             .order_by(jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True, of=jobs)
@@ -454,11 +527,10 @@ class JobStore:
                 progress_total=claim.job.spec.steps,
                 cost_micros=self.pricing.completed(claim.job.spec, meta) if self.pricing else None,
                 event=completed_event(stored, meta),
+                stored=stored,
                 **checked,
                 **error_values(None),
             )
-            if done and stored:
-                conn.execute(insert(images), [image_values(image, now) for image in stored])
         return done
 
     def hold_output(
@@ -658,11 +730,14 @@ class JobStore:
         *guards: ColumnElement[bool],
         event: dict[str, Any],
         from_: Status | None = None,
+        stored: Sequence[ImageRecord] = (),
         **values: Any,
     ) -> bool:
-        """The one guarded UPDATE behind every state change. When it happens, the change's
-        event is appended and, for a final state, the job's webhook is put in the outbox,
-        all in the same transaction."""
+        """The one guarded UPDATE behind every state change. When it happens, the job's
+        ``stored`` images are recorded and the change's event appended; for a final state,
+        the job's webhook is put in the outbox, its cost settled, its followers ended (or
+        one of them promoted), and a fresh result kept in the cache: all in the same
+        transaction."""
         sources = [from_.value] if from_ else [s.value for s in sources_of(target)]
         # A final change returns the job's row: what its cost is settled from.
         ended = (
@@ -677,12 +752,81 @@ class JobStore:
         )
         if ended is None:
             return False
+        if stored:
+            conn.execute(insert(images), [image_values(image, self._now()) for image in stored])
         self._emit(conn, job_id, EVENT_OF[target], event)
         if target.is_final:
             outbox.enqueue(conn, job_id, f"job.{target.value}", self._now())
             if self.pricing is not None:
                 ledger.settle_job(conn, ended, target, self.pricing, self._now())
+            if ended["cache_key"] is not None and ended["follows"] is None:
+                self._share_result(conn, ended, target)
         return True
+
+    # -- the cache and single-flight (imagegate.cache) ---------------------------------------
+
+    def _answer_from_cache(self, conn: Connection, job_id: str, hit: Any, now: datetime) -> None:
+        """Complete a new job with a cached job's images (new rows, the same files)."""
+        self._emit(conn, job_id, EventType.QUEUED, {"queue_position": 0})
+        self._complete_like(conn, job_id, hit, now, "hit", from_=Status.QUEUED)
+        entries.touch(conn, hit["cache_key"], now, self.cache_ttl)
+
+    def _follow(self, conn: Connection, job: Job, leader: str) -> None:
+        conn.execute(
+            update(jobs).where(jobs.c.id == job.id).values(follows=leader, cache_status="collapsed")
+        )
+        leading = job_from_row(row_of(conn, leader))
+        position = ahead_of(conn, leading) if leading.status is Status.QUEUED else 0
+        self._emit(conn, job.id, EventType.QUEUED, {"queue_position": position})
+
+    def _share_result(self, conn: Connection, leader: Any, target: Status) -> None:
+        """A leader ended: its followers end the same way (a cancel hands the work to the
+        oldest of them instead), and a completed result that was generated is cached."""
+        now = self._now()
+        if target is Status.CANCELED:
+            if entries.promote(conn, leader["id"]) is not None:
+                self._notify_workers(conn)
+            return
+        for follower in entries.followers(conn, leader["id"]):
+            if target is Status.COMPLETED:
+                self._complete_like(conn, follower, leader, now, "collapsed")
+            else:
+                error = ErrorInfo(
+                    leader["error_code"], leader["error_message"], bool(leader["error_retryable"])
+                )
+                self._transition(
+                    conn, follower, Status.FAILED, jobs.c.follows == leader["id"],
+                    from_=Status.QUEUED, event=error_event(error), finished_at=now,
+                    **error_values(error),
+                )  # fmt: skip
+        if target is Status.COMPLETED and leader["cache_store"] and leader["cache_status"] != "hit":
+            entries.remember(conn, leader, now, self.cache_ttl)
+
+    def _complete_like(
+        self,
+        conn: Connection,
+        job_id: str,
+        source: Any,
+        now: datetime,
+        how: str,
+        from_: Status = Status.QUEUED,
+    ) -> None:
+        """Complete ``job_id`` with the images ``source`` made (never re-encoded, never
+        copied: new rows naming the same stored files)."""
+        meta = generation_meta(source)
+        assert meta is not None, "a completed job has run"
+        shared = [
+            ImageRecord(str(uuid.uuid4()), job_id, im["idx"], im["storage_key"], im["width"],
+                        im["height"], im["size_bytes"])
+            for im in entries.image_rows(conn, source["id"])
+        ]  # fmt: skip
+        self._transition(
+            conn, job_id, Status.COMPLETED, from_=from_, stored=shared,
+            event=completed_event(shared, meta) | {"cache": how}, finished_at=now,
+            model=meta.model, generation_time_ms=meta.generation_time_ms,
+            batch_size=meta.batch_size, progress_step=source["steps"],
+            progress_total=source["steps"], cache_status=how, **error_values(None),
+        )  # fmt: skip
 
     def _emit(self, conn: Connection, job_id: str, kind: EventType, data: dict[str, Any]) -> None:
         events.emit(conn, job_id, kind, data, self._now())

@@ -67,11 +67,17 @@ jobs = Table(
     Column("cost_estimate_micros", BigInteger),  # reserved against budgets at submission
     Column("cost_micros", BigInteger),  # the actual cost, once the job ended
     Column("budgeted", Boolean),  # its estimate was reserved against a budget
+    Column("cache_key", String(64)),  # a deterministic request's key (imagegate.cache.keys)
+    Column("cache_store", Boolean),  # its result may be kept, and shared with followers
+    Column("cache_status", String(10)),  # hit, collapsed, miss, bypass (RFC 9211's words)
+    Column("follows", String(36)),  # the identical job in flight whose result this one takes
     # The claim query's path: the next runnable job by priority, then age.
     Index("ix_jobs_queue", "status", text("priority DESC"), "created_at", "id"),
     Index("ix_jobs_owner_created", "owner", "created_at", "id"),
     Index("ix_jobs_owner_status", "owner", "status"),
     Index("ix_jobs_started", "started_at"),  # fair share: who was served recently
+    Index("ix_jobs_cache_key", "cache_key", "status"),  # single-flight: the leader in flight
+    Index("ix_jobs_follows", "follows"),  # a leader's followers
 )
 
 images = Table(
@@ -253,4 +259,31 @@ budget_alerts = Table(
     Column("period_start", DateTime(timezone=True), primary_key=True),
     Column("threshold", Float, primary_key=True),
     Column("at", DateTime(timezone=True), nullable=False),
+)
+
+# The result cache: a deterministic request's key -> the job whose images answer it.
+cache_entries = Table(
+    "cache_entries",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_hit_at", DateTime(timezone=True)),
+    Column("expires_at", DateTime(timezone=True), nullable=False),  # refreshed by each hit
+    Column("hits", Integer, nullable=False, server_default=text("0")),
+    Column("size_bytes", BigInteger, nullable=False, server_default=text("0")),
+    Index("ix_cache_entries_expires", "expires_at"),
+)
+
+# Idempotency-Key: a tenant's key -> the job its first request made, for 24 hours.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("tenant", String(200), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),  # what the first request asked
+    Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_idempotency_keys_expires", "expires_at"),
 )

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from imagegate.api.deps import LinksDep, Reader, RuntimeDep, Writer, client_ip
+from imagegate.api.deps import (
+    CacheControlHeader,
+    IdempotencyKeyHeader,
+    LinksDep,
+    Reader,
+    RuntimeDep,
+    Writer,
+    client_ip,
+)
 from imagegate.api.image_headers import image_headers
 from imagegate.api.problems import documented
 from imagegate.api.schemas import JobCreate, JobOut, JobPage
 from imagegate.api.submission import end_user, submit
+from imagegate.cache import idempotency
+from imagegate.cache.keys import cache_request, mode_of
 from imagegate.errors import ImageNotFound
 from imagegate.jobs.models import Job
 from imagegate.jobs.states import Status
@@ -28,21 +39,40 @@ def submit_job(
     request: Request,
     links: LinksDep,
     response: Response,
+    idempotency_key: IdempotencyKeyHeader = None,
+    cache_control: CacheControlHeader = None,
 ) -> JobOut:
     """Give ``prompt`` (and optionally ``style``), or ``template`` and ``inputs``. The prompt
     is checked by the safety pipeline: a refusal is a 400 ``content_policy_violation``, a
     prompt held for a reviewer starts ``pending_review``, and warnings come back in
     ``warnings``. Rate limits, quotas and caps refuse with 429, a budget with 402, a full
-    queue with 503; admitted submissions carry ``RateLimit-Policy`` and ``RateLimit``."""
+    queue with 503; admitted submissions carry ``RateLimit-Policy`` and ``RateLimit``.
+
+    A seeded request is answered from the cache when the same one was made before (a job
+    already ``completed``, ``metadata.cache: "hit"``, no cost), and follows an identical
+    job in flight rather than generating twice. ``Cache-Status`` says which."""
     user = end_user(principal, body.user)
     spec = runtime.intake.spec(body.to_request(), body.template, body.inputs)
     if body.webhook_url is not None:
         runtime.guard.check(body.webhook_url)
+    mode = mode_of(cache_control, body.cache)
+    cache = cache_request(spec, body.seed is not None, principal.tenant, runtime.settings, mode)
+    asked = idempotency.request_of(idempotency_key, "/v1/jobs", body.model_dump(mode="json"))
     accepted = submit(
-        runtime, principal, spec, client_ip(request), user, body.webhook_url, body.template
+        runtime,
+        principal,
+        spec,
+        client_ip(request),
+        user,
+        body.webhook_url,
+        body.template,
+        cache=cache,
+        idempotent=asked,
     )
     submitted = accepted.submitted
     response.headers.update(accepted.headers)
+    if accepted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = links.job(submitted.job.id)
     view = job_view(runtime, submitted.job, links, response)
     return view.model_copy(update={"warnings": list(submitted.warnings)})
@@ -65,6 +95,8 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
     user: Annotated[str | None, Query(max_length=200, description="One end user's jobs.")] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
 ) -> JobPage:
     """Newest first. Pass ``next_cursor`` back as ``cursor`` for the next page. A browser
     token lists its own user's jobs only."""
@@ -74,6 +106,8 @@ def list_jobs(
         limit=limit,
         cursor=cursor,
         user=end_user(principal, user),
+        created_after=created_after,
+        created_before=created_before,
     )
     return JobPage(data=[JobOut.of(job, links) for job in page], next_cursor=next_cursor)
 

@@ -6,10 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response
 
-from imagegate.api.deps import LinksDep, Reader, RuntimeDep, Writer, client_ip
+from imagegate.api.deps import IdempotencyKeyHeader, LinksDep, Reader, RuntimeDep, Writer, client_ip
 from imagegate.api.problems import documented
 from imagegate.api.schemas import LegacyGenerateIn, LegacyGenerateOut, LegacyStatusOut
 from imagegate.api.submission import submit
+from imagegate.cache import idempotency
 from imagegate.errors import InvalidField
 from imagegate.jobs.specs import JobRequest, build_spec
 from imagegate.jobs.states import Status
@@ -27,6 +28,7 @@ def generate(
     body: Annotated[LegacyGenerateIn | None, Body()] = None,
     user_prompt: Annotated[str | None, Query(description="The query form's prompt")] = None,
     style: Annotated[str | None, Query(description="The query form's style")] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> LegacyGenerateOut:
     """Queue a job from a JSON body ``{"prompt", "style"}`` or ``?user_prompt=&style=``."""
     prompt = body.prompt if body else user_prompt
@@ -34,7 +36,11 @@ def generate(
         raise InvalidField("prompt", "missing_field", "A prompt is required.")
     asked = JobRequest(prompt=prompt, style=body.style if body else style)
     spec = build_spec(asked, runtime.settings)
-    accepted = submit(runtime, principal, spec, client_ip(request), principal.user)
+    fields = {"prompt": prompt, "style": asked.style}
+    again = idempotency.request_of(idempotency_key, "/generate", fields)
+    accepted = submit(
+        runtime, principal, spec, client_ip(request), principal.user, idempotent=again
+    )
     response.headers.update(accepted.headers)
     job = accepted.submitted.job
     return LegacyGenerateOut(job_id=job.id, status=job.status, check_url=links.status(job.id))

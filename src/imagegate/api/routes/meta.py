@@ -29,8 +29,9 @@ def list_styles(_: PrincipalDep) -> list[StyleOut]:
 
 @router.get("/metrics", tags=["probes"], response_class=Response)
 def metrics(runtime: RuntimeDep) -> Response:
-    """Prometheus metrics: safety decisions, and jobs by status."""
-    return Response(exposition(runtime.store.status_counts()), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus metrics: safety decisions, jobs by status, the cache."""
+    body = exposition(runtime.store.status_counts(), runtime.store.cache_stats())
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/health", tags=["probes"])

@@ -30,6 +30,7 @@ import base64
 import re
 import time
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any, Literal
 
 import structlog
@@ -41,10 +42,18 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from imagegate.api.deps import LinksDep, PrincipalDep, RuntimeDep, Writer, client_ip
+from imagegate.api.deps import (
+    IdempotencyKeyHeader,
+    LinksDep,
+    PrincipalDep,
+    RuntimeDep,
+    Writer,
+    client_ip,
+)
 from imagegate.api.links import Links
 from imagegate.api.problems import _field_error, error_headers
 from imagegate.api.submission import end_user, submit
+from imagegate.cache import idempotency
 from imagegate.errors import (
     GenerationError,
     IllegalTransition,
@@ -139,12 +148,17 @@ async def create_images(
     principal: Writer,
     request: Request,
     links: LinksDep,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> ImagesOut:
     """Generate images and wait for them, as OpenAI's Images API does."""
     _check_model(body.model, runtime.settings)
     spec = _spec(body, runtime.settings)
     user = end_user(principal, body.user)
-    accepted = await run_in_threadpool(submit, runtime, principal, spec, client_ip(request), user)
+    fields = body.model_dump(mode="json")
+    again = idempotency.request_of(idempotency_key, "/v1/images/generations", fields)
+    accepted = await run_in_threadpool(
+        partial(submit, idempotent=again), runtime, principal, spec, client_ip(request), user
+    )
     job = accepted.submitted.job
     job = await wait_for_job(runtime, job.id, runtime.settings.job_timeout_s)
     as_b64 = body.response_format == "b64_json"
