@@ -759,7 +759,8 @@ class JobStore:
             outbox.enqueue(conn, job_id, f"job.{target.value}", self._now())
             if self.pricing is not None:
                 ledger.settle_job(conn, ended, target, self.pricing, self._now())
-            if ended["cache_key"] is not None and ended["follows"] is None:
+            # A hit was answered in the transaction that made it: nobody can follow it.
+            if ended["cache_key"] and ended["follows"] is None and ended["cache_status"] != "hit":
                 self._share_result(conn, ended, target)
         return True
 
@@ -799,7 +800,7 @@ class JobStore:
                     from_=Status.QUEUED, event=error_event(error), finished_at=now,
                     **error_values(error),
                 )  # fmt: skip
-        if target is Status.COMPLETED and leader["cache_store"] and leader["cache_status"] != "hit":
+        if target is Status.COMPLETED and leader["cache_store"]:
             entries.remember(conn, leader, now, self.cache_ttl)
 
     def _complete_like(
