@@ -20,6 +20,7 @@ from typing import Any
 
 from imagegate.errors import InvalidField
 from imagegate.jobs.models import JobSpec
+from imagegate.jobs.rows import spec_values
 from imagegate.settings import Settings
 
 DETERMINISTIC_BACKENDS = frozenset({"sketch", "diffusers"})
@@ -101,17 +102,12 @@ def request_key(spec: JobSpec, scope: str, settings: Settings) -> str:
 
 
 def pixel_inputs(spec: JobSpec) -> dict[str, Any]:
-    return {
-        "full_prompt": spec.full_prompt,
-        "negative_prompt": spec.negative_prompt,
-        "width": spec.width,
-        "height": spec.height,
-        "steps": spec.steps,
-        "guidance": spec.guidance,
-        "seed": spec.seed,
-        "n": spec.n,
-        "output": OUTPUT_FORMAT,
-    }
+    """The spec's fields that decide the pixels: the full prompt holds the prompt and the
+    style, and the priority draws nothing."""
+    values = spec_values(spec)
+    for name in ("prompt", "style", "priority"):
+        del values[name]
+    return values | {"output": OUTPUT_FORMAT}
 
 
 def model_identity(settings: Settings) -> dict[str, Any]:
