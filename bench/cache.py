@@ -4,7 +4,8 @@
    send to the completed job resource in the answer (target: p99 at most 10 ms). In turn
    with each hit, the floor: an unseeded submission, timed to its ``queued`` answer (at
    the lowest priority). Before them, on an empty queue, misses: a new seed each time,
-   submitted and polled every 10 ms until completed, with the sketch delay at 200 ms. The server's prompt safety is the term lists (as in the tests' processes).
+   submitted and polled every 10 ms until completed, with the sketch delay at 200 ms.
+   The server's prompt safety is the term lists (as in the tests' processes).
 2. **Single-flight**: 20 identical seeded requests at once, on a fresh seed each round;
    how many of them generated (target: 1).
 
