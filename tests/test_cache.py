@@ -289,3 +289,16 @@ def test_history_by_user_and_time_and_a_gallery_of_images(api: httpx.Client) -> 
     assert api.get(rest["data"][0]["url"]).content.startswith(b"\x89PNG")
     bad = api.get("/v1/images", params={"cursor": "!!"})
     assert (bad.status_code, bad.json()["code"]) == (422, "invalid_cursor")
+
+
+def test_images_carry_a_content_etag_and_answer_304(api: httpx.Client) -> None:
+    _, made = finished(api, SEEDED)
+    hit = api.post("/v1/jobs", json=SEEDED).json()
+    first = api.get(made["images"][0]["url"])
+    tag = first.headers["ETag"]
+    assert tag.startswith('"') and "immutable" in first.headers["Cache-Control"]
+    assert api.get(hit["images"][0]["url"]).headers["ETag"] == tag  # the same bytes
+    again = api.get(made["images"][0]["url"], headers={"If-None-Match": tag})
+    assert (again.status_code, again.content) == (304, b"")
+    other = api.get(made["images"][0]["url"], headers={"If-None-Match": '"nope"'})
+    assert other.status_code == 200 and other.content == first.content

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 
 from imagegate.api.deps import LinksDep, Reader, RuntimeDep
 from imagegate.api.image_headers import image_headers
@@ -58,13 +59,22 @@ def get_image(
     expires: Annotated[int, Query()],
     sig: Annotated[str, Query(max_length=128)],
     kid: Annotated[str | None, Query(max_length=16)] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
+    """The PNG, with a strong ``ETag`` (its content's SHA-256); ``If-None-Match`` with that
+    tag answers 304 with no body."""
     runtime.signer.verify(image_id, expires, sig, kid)
     image = runtime.store.get_image(image_id)
     if image is None:
         raise ImageNotFound(image_id=image_id)
-    return Response(
-        runtime.storage.get(image.storage_key),
-        media_type="image/png",
-        headers=image_headers(image_id, "private, max-age=3600, immutable"),
-    )
+    data = runtime.storage.get(image.storage_key)
+    headers = image_headers(image_id, "private, max-age=3600, immutable")
+    headers["ETag"] = f'"{hashlib.sha256(data).hexdigest()[:32]}"'
+    if if_none_match is not None and _matches(if_none_match, headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    return Response(data, media_type="image/png", headers=headers)
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in tags or etag in tags
