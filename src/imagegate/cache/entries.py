@@ -11,12 +11,12 @@ transaction that records a job or ends one.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from imagegate.jobs.database import lock_for_transaction
 from imagegate.jobs.states import Status
 from imagegate.jobs.tables import cache_entries, images, jobs
 
@@ -24,11 +24,9 @@ IN_FLIGHT = (Status.QUEUED.value, Status.GENERATING.value)
 
 
 def lock_key(conn: Connection, key: str) -> None:
-    """Serialise the submissions of one key across processes (PostgreSQL; SQLite's writes
-    are serial already), so two identical requests cannot both become leaders."""
-    if conn.dialect.name == "postgresql":
-        number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
-        conn.execute(select(func.pg_advisory_xact_lock(number)))
+    """Serialise the submissions of one key, so two identical requests cannot both become
+    leaders."""
+    lock_for_transaction(conn, f"cache:{key}")
 
 
 def find_hit(conn: Connection, key: str, now: datetime) -> Any | None:

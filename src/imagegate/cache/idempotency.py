@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, delete, insert, select
 
 from imagegate.errors import InvalidField
+from imagegate.jobs.database import lock_for_transaction
 from imagegate.jobs.rows import utc
 from imagegate.jobs.tables import idempotency_keys
 
@@ -55,12 +56,8 @@ def request_of(key: str | None, route: str, body: Any) -> IdempotencyRequest | N
 
 
 def lock(conn: Connection, tenant: str, key: str) -> None:
-    """Serialise the requests of one key across processes (PostgreSQL; SQLite's writes are
-    serial already)."""
-    if conn.dialect.name == "postgresql":
-        digest = hashlib.sha256(f"idempotency:{tenant}:{key}".encode()).digest()
-        number = int.from_bytes(digest[:8], "big", signed=True)
-        conn.execute(select(func.pg_advisory_xact_lock(number)))
+    """Serialise the requests of one key, so a retry waits for the first to be recorded."""
+    lock_for_transaction(conn, f"idempotency:{tenant}:{key}")
 
 
 def check(conn: Connection, tenant: str, asked: IdempotencyRequest, now: datetime) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, Table, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, Table, create_engine, event, make_url, text
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -83,3 +83,10 @@ def insert_or_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> 
     # SQLAlchemy keeps an INSERT's rowcount only when asked; psycopg's would read -1 (true).
     result = conn.execute(statement, execution_options={"preserve_rowcount": True})
     return bool(result.rowcount)
+
+
+def lock_for_transaction(conn: Connection, name: str) -> None:
+    """Serialise, across processes, the transactions that name the same lock (PostgreSQL's
+    advisory lock, released at commit); SQLite's writers are serial already."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from imagegate.errors import QueueFull, RateLimited
+from imagegate.jobs.database import lock_for_transaction
 from imagegate.jobs.states import Status
 from imagegate.jobs.tables import jobs
 
@@ -38,8 +39,7 @@ class Caps:
         """Raise if the job just inserted (uncommitted) takes a count past its cap."""
         if self.empty:
             return
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:t))"), {"t": self.tenant})
+        lock_for_transaction(conn, self.tenant)
         for policy, identity, cap in self.concurrent:
             if _count(conn, _matching(identity), jobs.c.status.in_(UNFINISHED)) > cap:
                 raise RateLimited(
