@@ -12,7 +12,7 @@ from pathlib import Path
 
 from imagegate.generators.sketch_scene import render
 from imagegate.prompts.styles import STYLES
-from imagegate.storage.png import encode_png
+from imagegate.storage.encoding import encode_png
 
 RESULTS = Path(__file__).parent / "results"
 PROMPTS = ["a lighthouse at dusk", "a forest cabin at night", "red city skyline", "flowers"]

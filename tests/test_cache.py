@@ -85,8 +85,10 @@ def test_unseeded_requests_always_generate_afresh(api: httpx.Client) -> None:
         {"guidance": 7.0},
         {"seed": 43},
         {"n": 2},
+        {"output_format": "webp"},
+        {"output_format": "jpeg", "output_compression": 80},
     ],
-    ids=lambda change: next(iter(change)),
+    ids=lambda change: "+".join(change),
 )
 def test_any_change_that_decides_the_pixels_misses(
     api: httpx.Client, change: dict[str, Any]

@@ -6,7 +6,7 @@ from PIL import Image, ImageChops, ImageStat
 
 from imagegate.generators import GenerationRequest
 from imagegate.generators.sketch import SketchGenerator
-from imagegate.storage.png import encode_png
+from imagegate.storage.encoding import encode_png
 
 
 def render(prompt: str, style: str | None = None, seed: int = 1, size: int = 256) -> Image.Image:

@@ -3,6 +3,7 @@ images in S3 (moto's S3 server over HTTP on loopback, with boto3 as in productio
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -17,12 +18,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from PIL import Image
 
 from imagegate.errors import ImageNotFound, ServiceUnavailable
+from imagegate.jobs.database import create_db_engine, upgrade
 from imagegate.jobs.models import Job, Status
 from imagegate.settings import Settings
 from imagegate.storage import MAX_PRESIGNED_S, Storage, open_presigner, open_storage
-from imagegate.storage.keys import image_key, preview_key, quarantine_key
+from imagegate.storage.blobs import BlobWriter
+from imagegate.storage.encoding import encode
+from imagegate.storage.keys import blob_key, image_key, preview_key, quarantine_key
 from imagegate.storage.quarantine import Quarantine
 from imagegate.storage.signing import UrlSigner
 from tests.conftest import SettingsFactory
@@ -177,25 +182,42 @@ def test_keys_stay_under_the_images_root(backend: Backend) -> None:
     assert backend.keys() == {f"images/{KEY}"}
 
 
-def test_quarantine_withholds_then_releases_into_the_served_area(backend: Backend) -> None:
+def test_delete_prefix_removes_one_folder_only(backend: Backend) -> None:
+    backend.storage.put("previews/01/0123/1.png", PNG)
+    backend.storage.put("previews/01/0123/2.png", PNG)
+    backend.storage.put("previews/01/01234/1.png", PNG)  # another job, the same start
+    backend.storage.delete_prefix("previews/01/0123/")
+    assert backend.keys() == {"images/previews/01/01234/1.png"}
+    backend.storage.delete_prefix("previews/01/0123/")  # nothing left: no error
+
+
+def test_quarantine_withholds_then_releases_into_the_served_area(
+    backend: Backend, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     job = Job(
         "0123456789abcdef",
         "owner",
-        spec(steps=2),
+        spec(steps=2, output_format="webp"),
         Status.GENERATING,
         1,
         datetime.now(UTC),
         moderation={"output": [{"flagged": True}]},
     )
+    held = encode(Image.new("RGB", (16, 16), "red"), "webp", 80, {"prompt": "p"}).data
     backend.storage.put(preview_key(job.id, 2), PNG + b"preview")
     quarantine = Quarantine(backend.storage)
-    quarantine.keep(job, [PNG + b"held"])
+    quarantine.keep(job, [held])
     assert backend.keys() == {f"images/{quarantine_key(job.id, 0)}"}  # the preview is gone
-    assert quarantine.get(job, 0) == PNG + b"held"
-    [released] = quarantine.release(job)
+    assert quarantine.get(job, 0) == held
+    engine = create_db_engine(Settings(data_dir=tmp_path_factory.mktemp("db")))
+    upgrade(engine)
+    [released] = quarantine.release(job, BlobWriter(backend.storage, engine))
     quarantine.settle(job, [released], recorded=True)
+    engine.dispose()
+    assert released.storage_key == f"blobs/{released.sha256[:2]}/{released.sha256}.webp"
+    assert released.content_type == "image/webp" and released.placeholder is not None
     assert backend.keys() == {f"images/{released.storage_key}"}
-    assert backend.storage.get(released.storage_key) == PNG + b"held"
+    assert backend.storage.get(released.storage_key) == held
 
 
 # -- S3 only: presigned URLs, and an S3 that does not answer --------------------------------
@@ -268,7 +290,8 @@ def test_a_server_on_s3_serves_its_images_at_its_signed_urls(
     assert image["url"].startswith(own)
     fetched = api.get(image["url"])
     assert fetched.status_code == 200 and fetched.content.startswith(PNG)
-    assert bucket.keys() == {f"images/{image_key(done['id'], image['id'])}"}
+    digest = hashlib.sha256(fetched.content).hexdigest()
+    assert bucket.keys() == {f"images/{blob_key(digest, 'image/png')}"}  # content addressed
     assert not list(settings.data_dir.rglob("*.png"))  # nothing on the local disk
     assert api.get("/ready").json()["checks"]["storage"] == "ok"
 

@@ -23,6 +23,19 @@ from imagegate.runtime import Runtime
 async def follow(
     runtime: Runtime, job_id: str, after_id: int = 0, idle_s: float | None = None
 ) -> AsyncIterator[JobEvent | None]:
+    if after_id and await _ended(runtime, job_id):
+        # Resumed after its final event, perhaps: what is left (its final event may have
+        # come just now), then the stream ends, rather than keep a finished job open.
+        for event in await run_in_threadpool(runtime.store.events_since, job_id, after_id):
+            yield event
+        return
+    async for update in _follow(runtime, job_id, after_id, idle_s):
+        yield update
+
+
+async def _follow(
+    runtime: Runtime, job_id: str, after_id: int, idle_s: float | None
+) -> AsyncIterator[JobEvent | None]:
     idle = idle_s or runtime.settings.sse_keepalive_s
     last_id, last_type, position = after_id, None, None
     # While queued, any job's news may move this one up, so listen to all; after that,
@@ -48,6 +61,11 @@ async def follow(
                 yield None
     finally:
         waiter.close()
+
+
+async def _ended(runtime: Runtime, job_id: str) -> bool:
+    job = await run_in_threadpool(runtime.store.get, job_id)
+    return job.status.is_final
 
 
 async def _queue_update(runtime: Runtime, job_id: str, known: int | None) -> JobEvent | None:
@@ -76,6 +94,13 @@ def render(event: JobEvent, links: Links) -> dict[str, Any]:
         step = data.pop("preview_step", data["step"])
         data["preview_url"] = links.preview(event.job_id, step) if preview else None
     elif event.type is EventType.COMPLETED:
-        images = data["images"]
-        data["images"] = [im | {"url": links.image_id(event.job_id, im["id"])} for im in images]
+        data["images"] = [
+            {
+                "id": im["id"],
+                "width": im["width"],
+                "height": im["height"],
+                "url": links.image_id(event.job_id, im["id"], im.get("key")),
+            }
+            for im in data["images"]
+        ]
     return {"job_id": event.job_id, **data}

@@ -20,14 +20,12 @@ class Links:
         self.presign = presign
 
     def image(self, image: ImageRecord) -> str:
-        if self.presign is not None:
-            return self.presign(image.storage_key)
-        return self.image_id(image.job_id, image.id)
+        return self.image_id(image.job_id, image.id, image.storage_key)
 
-    def image_id(self, job_id: str, image_id: str) -> str:
-        """An image known by its ids only (as job events carry it)."""
+    def image_id(self, job_id: str, image_id: str, storage_key: str | None = None) -> str:
+        """An image known by its ids (and, in events since content addressing, its key)."""
         if self.presign is not None:
-            return self.presign(image_key(job_id, image_id))
+            return self.presign(storage_key or image_key(job_id, image_id))
         return f"{self.base}/v1/images/{image_id}?{self.signer.query(image_id)}"
 
     def preview(self, job_id: str, step: int) -> str:

@@ -62,11 +62,19 @@ class TenantPut(_Strict):
     limits: Limits | None = None
     budget: Budget | None = None
     weight: float | None = Field(default=None, gt=0, le=1000, description="Fair share weight.")
+    retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        le=36500,
+        description="How long the tenant's ended jobs and images are kept (null: the "
+        "service's IMAGEGATE_RETENTION_DAYS).",
+    )
 
 
 class TenantOut(BaseModel):
     id: str
     weight: float
+    retention_days: float | None = None
     limits: Limits | None
     budget: Budget | None
     budget_status: dict[str, Any] | None = Field(
@@ -79,6 +87,7 @@ class TenantOut(BaseModel):
         return cls(
             id=tenant.id,
             weight=tenant.weight,
+            retention_days=tenant.retention_days,
             limits=limits_of(tenant.limits) if tenant.limits else None,
             budget=budget_of(tenant.budget),
             budget_status=status,

@@ -46,11 +46,13 @@ def find_hit(conn: Connection, key: str, now: datetime) -> Any | None:
     )
 
 
-def touch(conn: Connection, key: str, now: datetime, ttl: timedelta) -> None:
+def touch(conn: Connection, key: str, job_id: str, now: datetime, ttl: timedelta) -> None:
+    """A hit: the entry now answers with the hit's own job (the same files), so it lives
+    as long as the newest job that used it, whatever the older ones' retention."""
     conn.execute(
         update(cache_entries)
         .where(cache_entries.c.key == key)
-        .values(last_hit_at=now, expires_at=now + ttl, hits=cache_entries.c.hits + 1)
+        .values(job_id=job_id, last_hit_at=now, expires_at=now + ttl, hits=cache_entries.c.hits + 1)
     )
 
 

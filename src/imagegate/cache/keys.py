@@ -24,7 +24,6 @@ from imagegate.jobs.rows import spec_values
 from imagegate.settings import Settings
 
 DETERMINISTIC_BACKENDS = frozenset({"sketch", "diffusers"})
-OUTPUT_FORMAT = {"format": "png", "compression": None}  # until other formats exist
 GLOBAL_SCOPE = "*"
 
 
@@ -107,7 +106,7 @@ def pixel_inputs(spec: JobSpec) -> dict[str, Any]:
     values = spec_values(spec)
     for name in ("prompt", "style", "priority"):
         del values[name]
-    return values | {"output": OUTPUT_FORMAT}
+    return values  # output_format and output_compression among them
 
 
 def model_identity(settings: Settings) -> dict[str, Any]:

@@ -106,7 +106,10 @@ def error_event(error: ErrorInfo) -> dict[str, Any]:
 
 def completed_event(stored: Sequence[ImageRecord], meta: GenerationMeta) -> dict[str, Any]:
     return {
-        "images": [{"id": im.id, "width": im.width, "height": im.height} for im in stored],
+        "images": [
+            {"id": im.id, "width": im.width, "height": im.height, "key": im.storage_key}
+            for im in stored
+        ],
         "metadata": {
             "seed": meta.seed,
             "model": meta.model,
@@ -126,4 +129,7 @@ def image_values(image: ImageRecord, now: datetime) -> dict[str, Any]:
         "height": image.height,
         "size_bytes": image.size_bytes,
         "created_at": now,
+        "content_type": image.content_type,
+        "sha256": image.sha256,
+        "placeholder": image.placeholder,
     }

@@ -26,6 +26,8 @@ class JobSpec:
     seed: int
     n: int = 1
     priority: int = 0
+    output_format: str = "png"  # png, webp or jpeg
+    output_compression: int | None = None  # webp and jpeg: 0-100; None: the encoder's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,9 @@ class ImageRecord:
     width: int
     height: int
     size_bytes: int
+    content_type: str = "image/png"
+    sha256: str | None = None  # None: stored before content addressing
+    placeholder: dict[str, str] | None = None  # {"thumbhash", "data_url"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,8 @@ def spec_values(spec: JobSpec) -> dict[str, Any]:
         "seed": spec.seed,
         "n": spec.n,
         "priority": spec.priority,
+        "output_format": spec.output_format,
+        "output_compression": spec.output_compression,
     }
 
 
@@ -89,6 +91,9 @@ def image_from_row(row: Mapping[Any, Any]) -> ImageRecord:
         width=row["width"],
         height=row["height"],
         size_bytes=row["size_bytes"],
+        content_type=row["content_type"],
+        sha256=row["sha256"],
+        placeholder=row["placeholder"],
     )
 
 

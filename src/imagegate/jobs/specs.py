@@ -9,12 +9,13 @@ from __future__ import annotations
 import secrets
 import unicodedata
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from imagegate.errors import InvalidField
 from imagegate.jobs.models import JobSpec
 from imagegate.prompts.styles import build_full_prompt, resolve_style
 from imagegate.settings import Settings
+from imagegate.storage.encoding import FORMATS
 
 MAX_PROMPT_CHARS = 2000
 MAX_N = 4
@@ -37,6 +38,8 @@ class JobRequest:
     seed: int | None = None
     n: int = 1
     priority: int = 0
+    output_format: str | None = None
+    output_compression: int | None = None
 
 
 def build_spec(request: JobRequest, settings: Settings) -> JobSpec:
@@ -57,6 +60,7 @@ def build_spec(request: JobRequest, settings: Settings) -> JobSpec:
         seed=_seed(request.seed),
         n=_within(request.n, "n", 1, MAX_N),
         priority=_within(request.priority, "priority", *PRIORITY_RANGE),
+        **_output(request.output_format, request.output_compression),
     )
 
 
@@ -94,6 +98,23 @@ def _size(size: int, field: str, settings: Settings) -> int:
     if size % 8:
         raise InvalidField(field, "invalid_dimensions", f"The {field} must be a multiple of 8.")
     return size
+
+
+def _output(output_format: str | None, compression: int | None) -> dict[str, Any]:
+    kind = output_format or "png"
+    if kind not in FORMATS:
+        raise InvalidField(
+            "output_format", "invalid_value", "The output_format is png, webp or jpeg."
+        )
+    if compression is not None:
+        if kind == "png":
+            raise InvalidField(
+                "output_compression",
+                "invalid_value",
+                "The output_compression applies to webp and jpeg only; png is lossless.",
+            )
+        _within(compression, "output_compression", 0, 100)
+    return {"output_format": kind, "output_compression": compression}
 
 
 def _guidance(guidance: float) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +23,7 @@ from imagegate.cache import entries, idempotency
 from imagegate.cache.idempotency import IdempotencyRequest
 from imagegate.cache.keys import NOT_CACHEABLE, CacheRequest
 from imagegate.errors import IllegalTransition, JobNotFound
-from imagegate.jobs import audit, events, gallery, queue
+from imagegate.jobs import audit, blobs, events, gallery, queue
 from imagegate.jobs.audit import AuditEntry
 from imagegate.jobs.changes import (
     CANCELED,
@@ -493,7 +494,11 @@ class JobStore:
             row = conn.execute(
                 update(jobs)
                 .where(*held_by(claim))
-                .values(progress_step=step, progress_total=total)
+                .values(
+                    progress_step=step,
+                    progress_total=total,
+                    **({"previews_kept": True} if preview_key else {}),
+                )
                 .returning(jobs.c.cancel_requested)
             ).first()
             if row is not None:
@@ -556,6 +561,7 @@ class JobStore:
                 generation_time_ms=meta.generation_time_ms,
                 batch_size=meta.batch_size,
                 moderation=moderation,
+                quarantined=True,
                 review_decision=None,
                 reviewed_by=None,
                 reviewed_at=None,
@@ -572,9 +578,12 @@ class JobStore:
         error: ErrorInfo,
         moderation: dict[str, Any] | None = None,
         entry: AuditEntry | None = None,
+        *,
+        quarantined: bool = False,
     ) -> bool:
-        """End the job as failed; ``entry`` is audited in the same transaction."""
-        return self._finish(claim, Status.FAILED, error, moderation, entry)
+        """End the job as failed; ``entry`` is audited in the same transaction.
+        ``quarantined``: its images were withheld, and the sweeper deletes them in time."""
+        return self._finish(claim, Status.FAILED, error, moderation, entry, quarantined)
 
     def finish_canceled(self, claim: Claim) -> bool:
         return self._finish(claim, Status.CANCELED, CANCELED)
@@ -596,8 +605,11 @@ class JobStore:
         error: ErrorInfo,
         moderation: dict[str, Any] | None = None,
         entry: AuditEntry | None = None,
+        quarantined: bool = False,
     ) -> bool:
         checked: dict[str, Any] = {"moderation": moderation} if moderation else {}
+        if quarantined:
+            checked["quarantined"] = True
         with self._write() as conn:
             done = self._transition(
                 conn,
@@ -754,6 +766,7 @@ class JobStore:
             return False
         if stored:
             conn.execute(insert(images), [image_values(image, self._now()) for image in stored])
+            blobs.referred_to(conn, [image.storage_key for image in stored])
         self._emit(conn, job_id, EVENT_OF[target], event)
         if target.is_final:
             outbox.enqueue(conn, job_id, f"job.{target.value}", self._now())
@@ -770,7 +783,7 @@ class JobStore:
         """Complete a new job with a cached job's images (new rows, the same files)."""
         self._emit(conn, job_id, EventType.QUEUED, {"queue_position": 0})
         self._complete_like(conn, job_id, hit, now, "hit", from_=Status.QUEUED)
-        entries.touch(conn, hit["cache_key"], now, self.cache_ttl)
+        entries.touch(conn, hit["cache_key"], job_id, now, self.cache_ttl)
 
     def _follow(self, conn: Connection, job: Job, leader: str) -> None:
         conn.execute(
@@ -817,10 +830,9 @@ class JobStore:
         meta = generation_meta(source)
         assert meta is not None, "a completed job has run"
         shared = [
-            ImageRecord(str(uuid.uuid4()), job_id, im["idx"], im["storage_key"], im["width"],
-                        im["height"], im["size_bytes"])
+            replace(image_from_row(im), id=str(uuid.uuid4()), job_id=job_id)
             for im in entries.image_rows(conn, source["id"])
-        ]  # fmt: skip
+        ]
         self._transition(
             conn, job_id, Status.COMPLETED, from_=from_, stored=shared,
             event=completed_event(shared, meta) | {"cache": how}, finished_at=now,

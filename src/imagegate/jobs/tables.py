@@ -21,6 +21,24 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+
+def sweep_indexes(*flags: tuple[str, bool]) -> list[Index]:
+    """Partial indexes over ended jobs that still have something to sweep: they stay as
+    small as the backlog, however many jobs are kept."""
+    made = []
+    for column, pending in flags:
+        where = text(f"{column} = {'true' if pending else 'false'}")
+        made.append(
+            Index(
+                f"ix_jobs_sweep_{column}",
+                "finished_at",
+                postgresql_where=where,
+                sqlite_where=where,
+            )
+        )
+    return made
+
+
 jobs = Table(
     "jobs",
     metadata,
@@ -71,6 +89,12 @@ jobs = Table(
     Column("cache_store", Boolean),  # its result may be kept, and shared with followers
     Column("cache_status", String(10)),  # hit, collapsed, miss, bypass (RFC 9211's words)
     Column("follows", String(36)),  # the identical job in flight whose result this one takes
+    Column("output_format", String(10), nullable=False, server_default=text("'png'")),
+    Column("output_compression", Integer),  # 0-100 for webp and jpeg; None: the default
+    # What the sweeper (imagegate.retention) still has to delete once the job has ended.
+    Column("events_swept", Boolean, nullable=False, server_default=text("false")),
+    Column("previews_kept", Boolean, nullable=False, server_default=text("false")),
+    Column("quarantined", Boolean, nullable=False, server_default=text("false")),
     # The claim query's path: the next runnable job by priority, then age.
     Index("ix_jobs_queue", "status", text("priority DESC"), "created_at", "id"),
     Index("ix_jobs_owner_created", "owner", "created_at", "id"),
@@ -78,6 +102,10 @@ jobs = Table(
     Index("ix_jobs_started", "started_at"),  # fair share: who was served recently
     Index("ix_jobs_cache_key", "cache_key", "status"),  # single-flight: the leader in flight
     Index("ix_jobs_follows", "follows"),  # a leader's followers
+    # Retention: ended jobs by age (per tenant too), and what is left to sweep of them.
+    Index("ix_jobs_finished", "finished_at"),
+    Index("ix_jobs_owner_finished", "owner", "finished_at"),
+    *sweep_indexes(("events_swept", False), ("previews_kept", True), ("quarantined", True)),
 )
 
 images = Table(
@@ -91,7 +119,21 @@ images = Table(
     Column("height", Integer, nullable=False),
     Column("size_bytes", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("content_type", String(40), nullable=False, server_default=text("'image/png'")),
+    Column("sha256", String(64)),  # of the bytes: the ETag, and the blob's name
+    Column("placeholder", JSON),  # {"thumbhash": base64, "data_url": "data:image/png;…"}
     Index("ix_images_job", "job_id", "idx", unique=True),
+    Index("ix_images_storage_key", "storage_key"),  # is a blob still referred to?
+)
+
+# Content-addressed image files: one row per stored blob, written before its bytes, so
+# the sweeper never deletes a file that a job is about to refer to again.
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("storage_key", String(500), primary_key=True),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("written_at", DateTime(timezone=True), nullable=False),
 )
 
 # Every job's ordered events: the log that SSE, WebSocket and late subscribers read.
@@ -191,6 +233,7 @@ tenants = Table(
     Column("weight", Float, nullable=False, server_default=text("1")),  # fair share
     Column("limits", JSON),  # {"requests_per_minute", "images_per_minute", ...}
     Column("budget", JSON),  # {"amount", "currency", "period", "thresholds", "alert_url"}
+    Column("retention_days", Float),  # ended jobs and their images; None: the default
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )

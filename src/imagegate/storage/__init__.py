@@ -31,6 +31,9 @@ class Storage(Protocol):
     def delete(self, key: str) -> None:
         """Remove the key; a missing one is no error."""
 
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every key that starts with ``prefix`` (one job's previews, say)."""
+
     def check_writable(self) -> None:
         """Raise when the storage cannot take a write (the readiness probe calls it)."""
 

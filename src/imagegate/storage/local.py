@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -43,3 +44,7 @@ class LocalStorage:
         fd, probe = tempfile.mkstemp(dir=self.root, prefix=".ready-")
         os.close(fd)
         os.unlink(probe)
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Every file under ``prefix`` (a folder of ours, ending in ``/``)."""
+        shutil.rmtree(self._path(prefix), ignore_errors=True)

@@ -20,9 +20,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from imagegate.errors import ImageNotFound
 from imagegate.storage import StorageUnavailable
+from imagegate.storage.keys import content_type_of
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
     from imagegate.settings import Settings
 
@@ -72,7 +74,9 @@ class S3Storage:
     def put(self, key: str, data: bytes) -> None:
         name = self._key(key)
         with _reached(self.bucket):
-            self.client.put_object(Bucket=self.bucket, Key=name, Body=data, ContentType="image/png")
+            self.client.put_object(
+                Bucket=self.bucket, Key=name, Body=data, ContentType=content_type_of(key)
+            )
 
     def get(self, key: str) -> bytes:
         name = self._key(key)
@@ -88,6 +92,19 @@ class S3Storage:
         name = self._key(key)
         with _reached(self.bucket):
             self.client.delete_object(Bucket=self.bucket, Key=name)  # a missing key: no error
+
+    def delete_prefix(self, prefix: str) -> None:
+        pages = self.client.get_paginator("list_objects_v2")
+        folder = self._key(prefix.rstrip("/")) + "/"
+        with _reached(self.bucket):
+            for page in pages.paginate(Bucket=self.bucket, Prefix=folder):
+                found: list[ObjectIdentifierTypeDef] = [
+                    {"Key": item["Key"]} for item in page.get("Contents", [])
+                ]
+                if found:  # at most 1,000 a page: what one DeleteObjects call takes
+                    self.client.delete_objects(
+                        Bucket=self.bucket, Delete={"Objects": found, "Quiet": True}
+                    )
 
     def check_writable(self) -> None:
         probe = self._key(f".ready/{uuid.uuid4().hex}")

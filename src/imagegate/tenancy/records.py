@@ -22,6 +22,7 @@ class TenantRecord:
     limits: Mapping[str, Any] | None
     budget: Mapping[str, Any] | None
     created_at: datetime
+    retention_days: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ def tenant_from_row(row: Mapping[Any, Any]) -> TenantRecord:
         limits=row["limits"],
         budget=row["budget"],
         created_at=utc(row["created_at"]) or row["created_at"],
+        retention_days=row["retention_days"],
     )
 
 

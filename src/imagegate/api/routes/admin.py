@@ -18,6 +18,8 @@ from imagegate.jobs.audit import AuditEntry
 from imagegate.jobs.models import Job
 from imagegate.jobs.states import Status
 from imagegate.runtime import Runtime
+from imagegate.storage.blobs import BlobWriter
+from imagegate.storage.encoding import FORMATS
 from imagegate.tenancy.principal import Principal
 
 
@@ -75,9 +77,11 @@ def reject(job_id: str, principal: AdminDep, runtime: RuntimeDep, links: LinksDe
 )
 def withheld_image(principal: AdminDep, runtime: RuntimeDep, job_id: str, index: int) -> Response:
     """An image the output gate withheld (quarantined), for the reviewer to look at."""
-    png = runtime.quarantine.get(held_job(runtime, principal, job_id), index)
-    headers = image_headers(f"{job_id}-withheld-{index}", "no-store")
-    return Response(png, media_type="image/png", headers=headers)
+    job = held_job(runtime, principal, job_id)
+    data = runtime.quarantine.get(job, index)
+    media_type = FORMATS[job.spec.output_format]
+    headers = image_headers(f"{job_id}-withheld-{index}", "no-store", media_type)
+    return Response(data, media_type=media_type, headers=headers)
 
 
 @router.get("/audit")
@@ -121,7 +125,7 @@ def _decide(runtime: Runtime, job: Job, reviewer: str, approve: bool) -> Any:
     if not (approve and held_output):  # rejected, held before it ran, or not held
         return runtime.store.review(job_id, approve, reviewer, entry)
     try:
-        released = runtime.quarantine.release(job)
+        released = runtime.quarantine.release(job, BlobWriter(runtime.storage, runtime.engine))
     except ImageNotFound:
         decided_meanwhile = runtime.store.get(job_id)
         if decided_meanwhile.status is Status.PENDING_REVIEW:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
@@ -12,6 +13,7 @@ from imagegate.api.image_headers import image_headers
 from imagegate.api.problems import documented
 from imagegate.api.submission import end_user
 from imagegate.errors import ImageNotFound
+from imagegate.storage.encoding import FORMATS
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
@@ -51,7 +53,13 @@ def list_images(
 @router.get(
     "/{image_id}",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "The PNG."}},
+    responses={
+        200: {
+            "content": {kind: {} for kind in FORMATS.values()},
+            "description": "The image, in the job's output format.",
+        },
+        304: {"description": "Not modified: the If-None-Match tag is the image's."},
+    },
 )
 def get_image(
     image_id: str,
@@ -61,18 +69,27 @@ def get_image(
     kid: Annotated[str | None, Query(max_length=16)] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """The PNG, with a strong ``ETag`` (its content's SHA-256); ``If-None-Match`` with that
-    tag answers 304 with no body."""
+    """The image, with a strong ``ETag`` (its content's SHA-256); ``If-None-Match`` with
+    that tag answers 304 with no body. It never changes, so it may be cached privately as
+    long as its URL is valid."""
     runtime.signer.verify(image_id, expires, sig, kid)
     image = runtime.store.get_image(image_id)
     if image is None:
         raise ImageNotFound(image_id=image_id)
-    data = runtime.storage.get(image.storage_key)
-    headers = image_headers(image_id, "private, max-age=3600, immutable")
-    headers["ETag"] = f'"{hashlib.sha256(data).hexdigest()[:32]}"'
+    max_age = max(0, expires - int(time.time()))
+    headers = image_headers(image_id, f"private, max-age={max_age}, immutable", image.content_type)
+    data = None
+    if image.sha256 is None:  # stored before content addressing: hash it now
+        data = runtime.storage.get(image.storage_key)
+        digest = hashlib.sha256(data).hexdigest()
+    else:
+        digest = image.sha256
+    headers["ETag"] = f'"{digest[:32]}"'
     if if_none_match is not None and _matches(if_none_match, headers["ETag"]):
         return Response(status_code=304, headers=headers)
-    return Response(data, media_type="image/png", headers=headers)
+    if data is None:
+        data = runtime.storage.get(image.storage_key)
+    return Response(data, media_type=image.content_type, headers=headers)
 
 
 def _matches(if_none_match: str, etag: str) -> bool:

@@ -104,6 +104,8 @@ class ImageGenerationIn(BaseModel):
     quality: Literal["standard", "hd", "low", "medium", "high", "auto"] | None = None
     style: str | None = None
     response_format: Literal["url", "b64_json"] | None = "url"
+    output_format: Literal["png", "webp", "jpeg"] | None = None
+    output_compression: int | None = None
     user: str | None = None
 
     def to_request(self, settings: Settings) -> JobRequest:
@@ -115,6 +117,8 @@ class ImageGenerationIn(BaseModel):
             height=height,
             steps=_steps(self.quality, settings),
             n=self.n,
+            output_format=self.output_format,
+            output_compression=self.output_compression,
         )
 
 
@@ -127,6 +131,7 @@ class ImageOut(BaseModel):
 class ImagesOut(BaseModel):
     created: int
     data: list[ImageOut]
+    output_format: Literal["png", "webp", "jpeg"] = "png"
 
 
 class ModelOut(BaseModel):
@@ -235,7 +240,11 @@ def _answer(job: Job, as_b64: bool, runtime: Runtime, links: Links) -> ImagesOut
     if job.status is not Status.COMPLETED:
         raise job_failure(job)
     data = [_image_out(image, job, as_b64, runtime, links) for image in job.images]
-    return ImagesOut(created=int(job.created_at.timestamp()), data=data)
+    return ImagesOut(
+        created=int(job.created_at.timestamp()),
+        data=data,
+        output_format=job.spec.output_format,
+    )
 
 
 def _image_out(
@@ -243,8 +252,8 @@ def _image_out(
 ) -> ImageOut:
     revised = job.spec.full_prompt
     if as_b64:
-        png = base64.b64encode(runtime.storage.get(image.storage_key)).decode("ascii")
-        return ImageOut(b64_json=png, revised_prompt=revised)
+        data = base64.b64encode(runtime.storage.get(image.storage_key)).decode("ascii")
+        return ImageOut(b64_json=data, revised_prompt=revised)
     return ImageOut(url=links.image(image), revised_prompt=revised)
 
 

@@ -81,6 +81,8 @@ def put_tenant(tenant: str, body: TenantPut, principal: AdminDep, runtime: Runti
         values["budget"] = body.budget.model_dump() if body.budget else None
     if body.weight is not None:
         values["weight"] = body.weight
+    if "retention_days" in given:
+        values["retention_days"] = body.retention_days
     return _tenant_out(runtime, runtime.keys.put_tenant(tenant, **values))
 
 

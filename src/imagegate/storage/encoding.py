@@ -1,0 +1,99 @@
+"""Image bytes as served: PNG (the default), WebP or JPEG, each with the generation's
+parameters inside it (PNG text chunks; XMP for WebP and JPEG), and a ThumbHash placeholder.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from xml.sax.saxutils import escape, quoteattr
+
+from PIL.Image import Image
+from PIL.PngImagePlugin import PngInfo
+
+FORMATS = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
+DEFAULT_QUALITY = 100  # OpenAI's default output_compression: the least lossy encoding
+PNG_LEVEL = 6
+XMP_NS = "https://imagegate.dev/ns/1.0/"
+PLACEHOLDER_SIDE = 32  # ThumbHash keeps ~7x7 frequencies: 32 px gives the same hash as 100
+DATA_URL_SIDE = 12  # a few hundred bytes; shown blurred, the pixels don't show
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    data: bytes
+    content_type: str
+    sha256: str
+
+
+def encode(
+    image: Image, output_format: str, compression: int | None, parameters: Mapping[str, str]
+) -> Encoded:
+    """``compression`` is OpenAI's ``output_compression``: WebP's and JPEG's quality, 0-100."""
+    buffer = io.BytesIO()
+    quality = DEFAULT_QUALITY if compression is None else compression
+    if output_format == "png":
+        info = PngInfo()
+        for key, value in parameters.items():
+            info.add_itxt(key, value)
+        image.save(buffer, format="PNG", pnginfo=info, compress_level=PNG_LEVEL)
+    elif output_format == "webp":
+        image.save(buffer, format="WEBP", quality=quality, method=4, xmp=xmp_packet(parameters))
+    elif output_format == "jpeg":
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        rgb.save(buffer, format="JPEG", quality=quality, xmp=xmp_packet(parameters))
+    else:
+        raise ValueError(f"unknown output format {output_format!r}")
+    data = buffer.getvalue()
+    return Encoded(data, FORMATS[output_format], hashlib.sha256(data).hexdigest())
+
+
+def encode_png(image: Image, parameters: Mapping[str, str]) -> bytes:
+    return encode(image, "png", None, parameters).data
+
+
+def xmp_packet(parameters: Mapping[str, str]) -> bytes:
+    """An XMP packet holding the parameters as properties of ImageGate's own namespace,
+    and the prompt as ``dc:description`` too, where photo tools look for a caption."""
+    fields = "".join(
+        f"\n   ig:{name}={quoteattr(value)}" for name, value in parameters.items() if value
+    )
+    caption = escape(parameters.get("prompt", ""))
+    packet = (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/">\n'
+        ' <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\n'
+        '  <rdf:Description rdf:about=""\n'
+        f'   xmlns:ig="{XMP_NS}"\n'
+        '   xmlns:dc="http://purl.org/dc/elements/1.1/"'
+        f"{fields}>\n"
+        "   <dc:description><rdf:Alt>"
+        f'<rdf:li xml:lang="x-default">{caption}</rdf:li>'
+        "</rdf:Alt></dc:description>\n"
+        "  </rdf:Description>\n"
+        " </rdf:RDF>\n"
+        "</x:xmpmeta>\n"
+        '<?xpacket end="w"?>'
+    )
+    return packet.encode()
+
+
+def placeholder(image: Image) -> dict[str, str]:
+    """A ThumbHash (evanw's format) of the image, for clients that decode one, and a tiny
+    PNG of it as a data URL, for a plain ``<img>`` to show blurred until the image loads."""
+    import thumbhash  # type: ignore[import-untyped]
+
+    small = image.convert("RGBA")
+    small.thumbnail((PLACEHOLDER_SIDE, PLACEHOLDER_SIDE))
+    hashed = thumbhash.rgba_to_thumb_hash(small.width, small.height, list(small.tobytes()))
+    tiny = image.convert("RGB")
+    tiny.thumbnail((DATA_URL_SIDE, DATA_URL_SIDE))
+    buffer = io.BytesIO()
+    tiny.save(buffer, format="PNG", optimize=True)
+    return {
+        "thumbhash": base64.b64encode(bytes(hashed)).decode(),
+        "data_url": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(),
+    }
