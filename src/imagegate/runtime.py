@@ -7,21 +7,26 @@ The API, ``imagegate worker`` and the embedded ``imagegate generate`` all start 
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 
+from imagegate import metrics
 from imagegate.api.links import Links
 from imagegate.generators import Generator, load_generator
 from imagegate.generators.families import with_family_defaults
 from imagegate.intake import IntakeDesk
 from imagegate.jobs.database import create_db_engine, upgrade
 from imagegate.jobs.events import CHANNEL, EventHub
+from imagegate.jobs.queue_stats import queue_stats
 from imagegate.jobs.store import JobStore
 from imagegate.jobs.wakeup import PostgresListener, conninfo
 from imagegate.limits.gatekeeper import Gatekeeper
 from imagegate.limits.ratelimit import RateLimiter
+from imagegate.retention import Sweeper, policy_of
 from imagegate.settings import Settings
 from imagegate.storage import Presigner, Storage, open_presigner, open_storage
 from imagegate.storage.quarantine import Quarantine
@@ -34,8 +39,11 @@ from imagegate.usage.prices import load_prices
 from imagegate.usage.reports import UsageStore
 from imagegate.webhooks.guard import WebhookGuard
 from imagegate.webhooks.sender import WebhookSender
+from imagegate.worker.deletion_cost import DeletionCostAnnotator, PodRef
+from imagegate.worker.liveness import Health
 from imagegate.worker.output_gate import ImageCheck, OutputGate
 from imagegate.worker.pool import WorkerPool
+from imagegate.worker.probes import ProbeServer
 
 log = structlog.get_logger(__name__)
 
@@ -83,6 +91,8 @@ class Runtime:
         self.safety_state = "ok" if not settings.safety_enabled else "loading"
         self.load_error: str | None = None
         self._stopping = threading.Event()
+        self._annotator: DeletionCostAnnotator | None = None
+        self._probes: ProbeServer | None = None
 
     def start_workers(self, count: int, *, background: bool = False) -> None:
         """Load the model once, then start ``count`` worker threads that share it.
@@ -125,6 +135,18 @@ class Runtime:
             self.settings, self.store, self.storage, generator, count, sender, gate
         )
         self.pool.start()
+        if self.settings.pod_deletion_cost:
+            self._annotate_pod(self.pool)
+
+    def _annotate_pod(self, pool: WorkerPool) -> None:
+        """A pod that cannot be annotated still works: only its scale-down is less choosy."""
+        try:
+            pod = PodRef.from_settings(self.settings)
+        except (ValueError, OSError) as exc:
+            log.error("deletion_cost.disabled", error=f"{type(exc).__name__}: {exc}")
+            return
+        self._annotator = DeletionCostAnnotator(pod, pool.jobs_in_flight)
+        self._annotator.start()
 
     def _output_check(self) -> ImageCheck | None:
         """NudeNet, loaded now, so a worker never serves an image it could not check."""
@@ -150,6 +172,27 @@ class Runtime:
                 self.store.maintain()
             except Exception:  # the database may be away for a while: try again later
                 log.exception("upkeep.failed")
+
+    def sweeper(self) -> Sweeper:
+        return Sweeper(self.engine, self.storage, policy_of(self.settings))
+
+    def start_sweeper(self) -> None:
+        """Delete what is past its time, a batch of each kind every
+        ``IMAGEGATE_SWEEP_INTERVAL_S`` (jittered, so replicas don't sweep in step). Every
+        API and worker process sweeps: one is enough, more is harmless."""
+        interval = self.settings.sweep_interval_s
+        if interval <= 0:
+            return
+        threading.Thread(target=self._sweep, args=(interval,), name="sweeper", daemon=True).start()
+
+    def _sweep(self, interval: float) -> None:
+        sweeper = self.sweeper()
+        while not self._stopping.wait(interval * random.uniform(0.5, 1.5)):
+            try:
+                while sweeper.sweep().total and not self._stopping.is_set():
+                    pass  # a backlog: go on while there is more
+            except Exception:  # the database or the storage may be away: try again later
+                log.exception("retention.sweep_failed")
 
     def start_safety(self) -> None:
         """Load the prompt-safety models in the background; ``/ready`` waits for them."""
@@ -184,6 +227,39 @@ class Runtime:
         job = self.store.get(job_id)
         return JobOut.of(job, self.links).model_dump(mode="json")
 
+    def metrics(self) -> bytes:
+        """The Prometheus exposition; without the database's figures while it is away."""
+        try:
+            figures = metrics.DatabaseFigures(
+                self.store.status_counts(),
+                self.store.cache_stats(),
+                queue_stats(self.engine, self.settings.model_name),
+            )
+        except SQLAlchemyError as exc:
+            log.warning("metrics.database_unavailable", error=type(exc).__name__)
+            figures = None
+        return metrics.exposition(figures)
+
+    def start_probes(self, host: str, port: int) -> int:
+        """Serve ``/metrics``, ``/healthz`` and ``/readyz`` for this process's workers
+        (:mod:`imagegate.worker.probes`); returns the port bound."""
+        self._probes = ProbeServer(self, host, port)
+        self._probes.start()
+        return self._probes.port
+
+    def liveness(self) -> Health:
+        if self.pool is None:
+            return Health(False, "failed" if self.load_error else "starting")
+        return self.pool.health()
+
+    def readiness(self) -> Health:
+        """Ready once the model is loaded and the workers claim; not while draining."""
+        if self.pool is None:
+            return Health(False, "failed" if self.load_error else "loading")
+        if self.pool.draining:
+            return Health(False, "draining")
+        return Health(True, "ok")
+
     @property
     def backend_ready(self) -> bool:
         """An API-only process (no workers) has no model to load, so it is ready at once."""
@@ -191,8 +267,12 @@ class Runtime:
 
     def close(self, grace_s: float | None = None) -> None:
         self._stopping.set()
+        if self._annotator is not None:
+            self._annotator.stop()
         if self.pool is not None:
             self.pool.stop(grace_s)
+        if self._probes is not None:
+            self._probes.stop()
         if self._listener is not None:
             self._listener.stop()
         close = getattr(self.generator, "close", None)

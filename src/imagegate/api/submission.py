@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import structlog
+
 from imagegate import metrics
 from imagegate.cache.idempotency import IdempotencyRequest, Replay
 from imagegate.cache.keys import NOT_CACHEABLE, CacheRequest
@@ -13,6 +15,8 @@ from imagegate.intake import Caller, Submitted
 from imagegate.jobs.models import JobSpec
 from imagegate.runtime import Runtime
 from imagegate.tenancy.principal import Principal
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,8 @@ def submit(
         return Accepted(Submitted(job), admission.headers, replayed=True)
     status = submitted.job.cache or "bypass"
     metrics.CACHE_LOOKUPS.labels(status).inc()
+    # With the request's id bound: the one line that ties a request to the job it made.
+    log.info("job.submitted", job_id=submitted.job.id, tenant=principal.tenant, cache=status)
     return Accepted(submitted, admission.headers | {"Cache-Status": cache_status(status)})
 
 

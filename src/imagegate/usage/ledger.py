@@ -20,7 +20,7 @@ from imagegate.usage import alerts, budgets
 from imagegate.usage.budgets import Budget, budget_of
 from imagegate.usage.prices import PriceTable, Usage
 
-SETTLED = "imagegate_settled"  # Connection.info key: (tenant, model, status, images, micros)
+SETTLED = "imagegate_settled"  # Connection.info key: metrics.count_settled's arguments
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +80,8 @@ def settle_job(conn: Connection, row: Any, status: Status, pricing: Pricing, now
             at=now,
         )
     )
-    settled = (row["owner"], row["model"] or pricing.model, status.value, images, cost)
+    model = row["model"] or pricing.model
+    settled = (row["owner"], model, status.value, images, cost, row["error_code"] or "")
     conn.info.setdefault(SETTLED, []).append(settled)
     held = budgets.reservations(conn, job_id) if row["budgeted"] else []
     if not held:  # no budget applied when it was submitted

@@ -18,6 +18,7 @@ from imagegate.settings import Settings
 from imagegate.storage import Storage
 from imagegate.webhooks.sender import WebhookSender
 from imagegate.worker.leases import LeaseKeeper
+from imagegate.worker.liveness import Health, Liveness, stall_limit_s
 from imagegate.worker.output_gate import OutputGate
 from imagegate.worker.runner import Worker, WorkerContext
 
@@ -46,10 +47,12 @@ class WorkerPool:
             self.leases,
             abort=threading.Event(),
             gate=gate or OutputGate(None, storage),
+            liveness=Liveness(stall_limit_s(settings)),
         )
         self.sender = sender
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._workers: list[Worker] = []
         self._listener = (
             PostgresListener(conninfo(store.engine), {"imagegate_jobs": store.wakeup.notify_any})
             if settings.is_postgres
@@ -69,7 +72,30 @@ class WorkerPool:
             )
             thread.start()
             self._threads.append(thread)
+            self._workers.append(worker)
         log.info("workers.started", count=self.count, model=self.context.generator.model_name)
+
+    @property
+    def draining(self) -> bool:
+        return self._stopping.is_set()
+
+    def jobs_in_flight(self) -> int:
+        return sum(worker.jobs_in_flight for worker in self._workers)
+
+    def health(self) -> Health:
+        """Alive unless a worker thread died or stalled (see :mod:`.liveness`). A draining
+        pool is alive: its threads end as their jobs do, and a restart would only cut
+        those jobs short."""
+        if self.draining:
+            return Health(True, "draining")
+        ages = self.context.liveness.ages()
+        dead = {t.name: ages.get(t.name, 0.0) for t in self._threads if not t.is_alive()}
+        if dead:
+            return Health(False, "dead", dead)
+        stalled = self.context.liveness.stalled()
+        if stalled:
+            return Health(False, "stalled", stalled)
+        return Health(True, "ok")
 
     def stop_claiming(self) -> None:
         """Workers finish what they run, and claim nothing more."""

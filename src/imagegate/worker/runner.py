@@ -12,22 +12,27 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 
 import structlog
 from PIL.Image import Image
 
+from imagegate import metrics
 from imagegate.errors import GenerationCanceled, GenerationError, GenerationTimeout
 from imagegate.generators import GenerationRequest, Generator, StepInfo
 from imagegate.jobs.models import Claim, ErrorInfo, GenerationMeta, ImageRecord, Job
 from imagegate.jobs.retry import backoff_s
 from imagegate.jobs.store import JobStore
+from imagegate.logs import job_context
 from imagegate.settings import Settings
 from imagegate.storage import Storage
-from imagegate.storage.keys import image_key, preview_key
-from imagegate.storage.png import encode_png
+from imagegate.storage.blobs import BlobWriter
+from imagegate.storage.encoding import Encoded, encode, encode_png, placeholder
+from imagegate.storage.keys import preview_key
 from imagegate.worker.leases import LeaseKeeper
+from imagegate.worker.liveness import Heartbeat, Liveness
 from imagegate.worker.output_gate import OUTPUT_BLOCKED, OutputGate, Screened
 
 log = structlog.get_logger(__name__)
@@ -50,6 +55,7 @@ class WorkerContext:
     leases: LeaseKeeper
     abort: threading.Event  # set when draining has run out of grace
     gate: OutputGate
+    liveness: Liveness = field(default_factory=Liveness)
 
 
 @dataclass(frozen=True)
@@ -72,12 +78,23 @@ class Worker:
         self._finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-finish")
         self._finishing: Future[None] | None = None
         self._generated: _Rendered | None = None
+        self.heartbeat = context.liveness.register(name)
+        self._running: Sequence[Claim] = ()  # claimed, and not yet generated
+        self._finishing_jobs = 0
+
+    @property
+    def jobs_in_flight(self) -> int:
+        """Jobs this worker holds: generating, generated, or being recorded. Read from
+        other threads (the pod deletion cost): a hand-off may blur it for a moment."""
+        generated = len(self._generated.claims) if self._generated else 0
+        return len(self._running) + generated + self._finishing_jobs
 
     def run(self, stopping: threading.Event) -> None:
         """Claim and run jobs until ``stopping`` is set; sleeps when the queue is empty."""
         wakeup = self.ctx.store.wakeup
         try:
             while not stopping.is_set():
+                self.heartbeat.beat()
                 ticket = wakeup.ticket()
                 if not self._pass():
                     wakeup.wait(ticket, self.ctx.settings.poll_interval_s)
@@ -115,10 +132,14 @@ class Worker:
         self._safely(self._hand_off)
         if not claims:
             return False
+        self._running = claims
         try:
             claims += self._gather(claims[0])
+            self._running = claims
+            self._log_each(claims, "job.claimed")
             self._generated = self._generate(claims)
         finally:
+            self._running = ()
             if self._generated is None:
                 self.ctx.leases.drop(claims[0].token)
         return True
@@ -130,6 +151,7 @@ class Worker:
         more: list[Claim] = []
         deadline = time.monotonic() + settings.batch_window_ms / 1000
         while 1 + len(more) < settings.max_batch:
+            self.heartbeat.beat()
             ticket = store.wakeup.ticket()
             wanted = settings.max_batch - 1 - len(more)
             more += store.claim(settings.lease_s, wanted, like=first.job.spec, token=first.token)
@@ -142,9 +164,10 @@ class Worker:
 
     def _hand_off(self) -> None:
         """Start finishing the last generated batch, once the one before it is done."""
-        generated, self._generated = self._generated, None
+        generated = self._generated
         if generated is not None:
             self._safely(self._await_finishing)
+            self._finishing_jobs, self._generated = len(generated.claims), None
             self._finishing = self._finisher.submit(self._finish, generated)
 
     def _await_finishing(self) -> None:
@@ -155,60 +178,72 @@ class Worker:
     def _generate(self, claims: Sequence[Claim]) -> _Rendered | None:
         """Run the model; on failure record each job's outcome and return None."""
         started = time.monotonic()
-        tracker = _StepTracker(self.ctx, claims, started)
+        tracker = _StepTracker(self.ctx, claims, started, self.heartbeat)
         try:
             images = self.ctx.generator.generate([_request(c.job) for c in claims], tracker)
         except Released:
-            self._each(claims, self.ctx.store.release)
+            self._each(claims, self.ctx.store.release, "job.released")
         except GenerationCanceled:
-            self._each(claims, self.ctx.store.finish_canceled)
+            self._each(claims, self.ctx.store.finish_canceled, "job.canceled")
         except GenerationTimeout as timeout:
             error = ErrorInfo(timeout.code, timeout.message, timeout.retryable)
-            self._each(claims, partial(self.ctx.store.fail, error=error))
+            self._each(claims, partial(self.ctx.store.fail, error=error), "job.timed_out")
         except Exception as exc:
             log.exception("generation.error", jobs=[c.job.id for c in claims])
             self._each(claims, partial(self._retry_or_fail, exc=exc))
         else:
             elapsed_ms = round((time.monotonic() - started) * 1000)
+            metrics.BATCH_SIZE.labels(self.ctx.generator.model_name).observe(len(claims))
+            self._log_each(claims, "job.generated", ms=elapsed_ms, batch=len(claims))
             return _Rendered(claims, images, elapsed_ms, frozenset(tracker.canceled))
         return None
 
     def _finish(self, rendered: _Rendered) -> None:
         try:
             for claim, images in zip(rendered.claims, rendered.images, strict=True):
-                if claim.job.id in rendered.canceled:
-                    self.ctx.store.finish_canceled(claim)
-                else:
-                    self._record_or_retry(claim, images, rendered)
+                self.heartbeat.beat()
+                with job_context(claim.job.id, claim.job.owner):
+                    self._finish_one(claim, images, rendered)
         finally:
+            self._finishing_jobs = 0
             self.ctx.leases.drop(rendered.claims[0].token)
+
+    def _finish_one(self, claim: Claim, images: list[Image], rendered: _Rendered) -> None:
+        if claim.job.id in rendered.canceled:
+            self.ctx.store.finish_canceled(claim)
+            log.info("job.canceled", worker=self.name)
+        else:
+            self._record_or_retry(claim, images, rendered)
 
     def _record_or_retry(self, claim: Claim, images: list[Image], rendered: _Rendered) -> None:
         try:
             self._record(claim, images, rendered.elapsed_ms, len(rendered.claims))
         except Exception as exc:
-            log.exception("job.record_failed", job=claim.job.id)
+            log.exception("job.record_failed", worker=self.name)
             self._retry_or_fail(claim, exc)
 
     def _record(self, claim: Claim, images: list[Image], elapsed_ms: int, batch: int) -> None:
         job, model = claim.job, self.ctx.generator.model_name
         screened = self.ctx.gate.screen(job, images)
-        pngs = [_png(job, i, image, model) for i, image in enumerate(images)]
+        self._count_moderation(screened)
+        encoded = [_encode(job, i, image, model) for i, image in enumerate(images)]
         meta = GenerationMeta(job.spec.seed, model, elapsed_ms, batch)
         if screened.blocked:
-            self._withhold(claim, pngs, meta, screened)
+            self._withhold(claim, [e.data for e in encoded], meta, screened)
             return
         stored = [
-            self._store_image(job, i, png, image)
-            for i, (png, image) in enumerate(zip(pngs, images, strict=True))
+            self._store_image(job, i, data, image)
+            for i, (data, image) in enumerate(zip(encoded, images, strict=True))
         ]
+        log.debug("job.stored", images=len(stored), bytes=sum(i.size_bytes for i in stored))
         if self.ctx.store.complete(claim, stored, meta, screened.moderation):
-            log.info("job.completed", job=job.id, ms=elapsed_ms, worker=self.name)
+            backend = self.ctx.settings.backend
+            metrics.observe_completed(job, model, backend, elapsed_ms / 1000, datetime.now(UTC))
+            log.info("job.completed", ms=elapsed_ms, worker=self.name)
             return
-        # Our lease was taken over: another attempt owns the result, so drop our files.
-        log.warning("job.lease_lost", job=job.id, worker=self.name)
-        for image in stored:
-            self.ctx.storage.delete(image.storage_key)
+        # Our lease was taken over: another attempt owns the result. Our files may be the
+        # same as another job's, so the sweeper deletes them if nothing refers to them.
+        log.warning("job.lease_lost", worker=self.name)
 
     def _withhold(
         self, claim: Claim, pngs: list[bytes], meta: GenerationMeta, screened: Screened
@@ -218,14 +253,33 @@ class Worker:
         if gate.hold_for_review:
             store.hold_output(claim, meta, screened.moderation, screened.audit)
         else:
-            store.fail(claim, OUTPUT_BLOCKED, screened.moderation, screened.audit)
-        log.warning("job.output_withheld", job=claim.job.id, review=gate.hold_for_review)
+            store.fail(claim, OUTPUT_BLOCKED, screened.moderation, screened.audit, quarantined=True)
+        log.warning("job.output_withheld", review=gate.hold_for_review)
 
-    def _store_image(self, job: Job, index: int, png: bytes, image: Image) -> ImageRecord:
-        image_id = str(uuid.uuid4())
-        key = image_key(job.id, image_id)
-        self.ctx.storage.put(key, png)
-        return ImageRecord(image_id, job.id, index, key, image.width, image.height, len(png))
+    def _count_moderation(self, screened: Screened) -> None:
+        if screened.moderation is None:  # output moderation is off
+            return
+        action = "allow"
+        if screened.blocked:
+            action = "review" if self.ctx.gate.hold_for_review else "block"
+        metrics.OUTPUT_MODERATION.labels(action).inc()
+        log.debug("job.moderated", action=action)
+
+    def _store_image(self, job: Job, index: int, encoded: Encoded, image: Image) -> ImageRecord:
+        writer = BlobWriter(self.ctx.storage, self.ctx.store.engine)
+        key = writer.put(encoded.data, encoded.sha256, encoded.content_type)
+        return ImageRecord(
+            id=str(uuid.uuid4()),
+            job_id=job.id,
+            index=index,
+            storage_key=key,
+            width=image.width,
+            height=image.height,
+            size_bytes=len(encoded.data),
+            content_type=encoded.content_type,
+            sha256=encoded.sha256,
+            placeholder=placeholder(image),
+        )
 
     def _retry_or_fail(self, claim: Claim, exc: Exception) -> None:
         """A backend's own error keeps its code; only a retryable one is tried again."""
@@ -233,26 +287,40 @@ class Worker:
         attempts = claim.job.attempts
         if not error.retryable or attempts >= self.ctx.settings.max_retries:
             self.ctx.store.fail(claim, error)
+            log.warning("job.failed", code=error.code, attempts=attempts)
             return
         delay = backoff_s(attempts, self.ctx.settings.retry_backoff_s)
         self.ctx.store.retry_later(claim, error, delay)
+        log.warning("job.retry_later", code=error.code, attempts=attempts, delay_s=delay)
 
-    @staticmethod
-    def _each(claims: Sequence[Claim], action: Callable[[Claim], object]) -> None:
+    def _each(
+        self, claims: Sequence[Claim], action: Callable[[Claim], object], event: str = ""
+    ) -> None:
         for claim in claims:
-            action(claim)
+            with job_context(claim.job.id, claim.job.owner):
+                action(claim)
+                if event:
+                    log.info(event, worker=self.name)
+
+    def _log_each(self, claims: Sequence[Claim], event: str, **values: object) -> None:
+        for claim in claims:
+            with job_context(claim.job.id, claim.job.owner):
+                log.info(event, worker=self.name, attempt=claim.job.attempts, **values)
 
 
 class _StepTracker:
     """The generator's per-step callback: progress, cancel, timeout and shutdown checks."""
 
-    def __init__(self, ctx: WorkerContext, claims: Sequence[Claim], started: float) -> None:
-        self.ctx, self.claims = ctx, claims
+    def __init__(
+        self, ctx: WorkerContext, claims: Sequence[Claim], started: float, heartbeat: Heartbeat
+    ) -> None:
+        self.ctx, self.claims, self.heartbeat = ctx, claims, heartbeat
         self.deadline = started + ctx.settings.job_timeout_s
         self.canceled: set[str] = set()
         self._last_report = started  # a job shorter than one interval writes no progress
 
     def __call__(self, info: StepInfo) -> None:
+        self.heartbeat.beat()
         if self.ctx.abort.is_set():
             raise Released
         now = time.monotonic()
@@ -280,7 +348,10 @@ class _StepTracker:
 
     def _store_preview(self, job_id: str, step: int, preview: Image | None) -> str | None:
         """Previews pass the output gate too: a flagged one is simply not kept."""
-        if preview is None or not self.ctx.gate.passes(preview):
+        if preview is None:
+            return None
+        if not self.ctx.gate.passes(preview):
+            metrics.OUTPUT_MODERATION.labels("preview_withheld").inc()
             return None
         key = preview_key(job_id, step)
         self.ctx.storage.put(key, encode_png(preview, {"job_id": job_id, "step": str(step)}))
@@ -311,11 +382,13 @@ def _request(job: Job) -> GenerationRequest:
     )
 
 
-def _png(job: Job, index: int, image: Image, model: str) -> bytes:
-    """The PNG as served, with the generation parameters in its text chunks."""
+def _encode(job: Job, index: int, image: Image, model: str) -> Encoded:
+    """The image as served, in the job's format, with the generation parameters inside."""
     spec = job.spec
-    return encode_png(
+    return encode(
         image,
+        spec.output_format,
+        spec.output_compression,
         {
             "prompt": spec.full_prompt,
             "negative_prompt": spec.negative_prompt or "",

@@ -13,7 +13,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from imagegate.api.deps import PrincipalDep, RuntimeDep
 from imagegate.api.schemas import StyleOut
 from imagegate.errors import StorageUnavailable
-from imagegate.metrics import exposition
 from imagegate.prompts.styles import STYLES
 
 log = structlog.get_logger(__name__)
@@ -29,8 +28,8 @@ def list_styles(_: PrincipalDep) -> list[StyleOut]:
 
 @router.get("/metrics", tags=["probes"], response_class=Response)
 def metrics(runtime: RuntimeDep) -> Response:
-    """Prometheus metrics: safety decisions, jobs by status, the cache."""
-    body = exposition(runtime.store.status_counts(), runtime.store.cache_stats())
+    """Prometheus metrics: jobs, the queue, costs, the cache, safety (docs/metrics.md)."""
+    body = runtime.metrics()
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
