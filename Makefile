@@ -4,8 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SERVE_STAMP := $(VENV)/.installed-serve
+JS := clients/js
+JS_STAMP := $(JS)/node_modules/.package-lock.json
 
-.PHONY: serve test lint typecheck pytest bench clean
+.PHONY: serve test lint typecheck pytest jstest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,13 +22,18 @@ $(SERVE_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --no-compile -e '.[safety]'
 	touch $@
 
+# The JS client's dev tools (TypeScript, esbuild, openapi-typescript), from the lockfile.
+$(JS_STAMP): $(JS)/package-lock.json
+	cd $(JS) && npm ci --no-audit --no-fund
+
 serve: $(SERVE_STAMP)
 	$(BIN)/imagegate serve
 
-test: $(STAMP)
+test: $(STAMP) $(JS_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	cd $(JS) && npm test
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -37,6 +44,9 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+jstest: $(JS_STAMP)  # the JS client's unit tests; its live and browser tests run in pytest
+	cd $(JS) && npm test
 
 bench: $(STAMP)
 	$(BIN)/python bench/sketch.py
