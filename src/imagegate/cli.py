@@ -6,7 +6,7 @@ import signal
 import threading
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from imagegate.errors import ImageGateError
 from imagegate.logs import configure_logging
 from imagegate.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from imagegate.sdk import Client, Event, Job
 
 app = typer.Typer(help="ImageGate: durable image generation as a service.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
@@ -46,11 +49,15 @@ def serve(
 @app.command()
 def worker(
     concurrency: Annotated[int, typer.Option(help="Worker threads in this process.")] = 1,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve /metrics, /healthz and /readyz on this port (0: any free)."),
+    ] = None,
 ) -> None:
     """Run workers alone against the shared database (scale-out mode)."""
     from imagegate.runtime import Runtime
 
-    settings = _settings()
+    settings = _settings(worker_metrics_port=metrics_port)
     if settings.public_url is None:
         console.print(
             "[yellow]note:[/yellow] IMAGEGATE_PUBLIC_URL is not set, so webhook payloads from "
@@ -60,16 +67,43 @@ def worker(
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    if settings.worker_metrics_port is not None:  # before the model loads: /readyz says so
+        bound = runtime.start_probes(settings.worker_metrics_host, settings.worker_metrics_port)
+        console.print(f"probes and metrics on http://{settings.worker_metrics_host}:{bound}")
     try:
         runtime.start_workers(concurrency)
     except ImageGateError as exc:  # e.g. the model is not available: say so plainly
         console.print(f"[red]error:[/red] {exc.message}")
         runtime.close()
         raise typer.Exit(1) from exc
+    runtime.start_sweeper()
     console.print(f"imagegate worker: {concurrency} worker(s) running; SIGTERM drains.")
     stop.wait()
     console.print("draining...")
     runtime.close()
+
+
+@app.command()
+def gc(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what is past its time; delete nothing.")
+    ] = False,
+) -> None:
+    """Delete what is past its retention now: ended jobs and the images only they use,
+    expired cache entries and idempotency keys, old events, previews and withheld images."""
+    from rich.table import Table
+
+    from imagegate.runtime import Runtime
+
+    runtime = Runtime(_settings())
+    try:
+        swept = runtime.sweeper().sweep_all(dry_run=dry_run)
+    finally:
+        runtime.close()
+    table = Table("what", "would delete" if dry_run else "deleted", title="imagegate gc")
+    for name, count in swept.as_dict().items():
+        table.add_row(name.replace("_", " "), str(count))
+    Console().print(table)
 
 
 @app.command()
@@ -90,39 +124,42 @@ def generate(
     ] = None,
 ) -> None:
     """Generate one image and write it as PNG, showing progress."""
+    from imagegate import sdk
     from imagegate.api.server import background_server
-    from imagegate.client import ImageGateClient
 
-    fields = {"prompt": prompt, "style": style, "seed": seed, "width": width, "height": height}
-    fields["steps"] = steps
+    fields = {"style": style, "seed": seed, "width": width, "height": height, "steps": steps}
     with ExitStack() as stack:
         quiet = _settings(log_level="warning")
         base = url or stack.enter_context(background_server(quiet, workers=1))
-        client = ImageGateClient(base, api_key=api_key)
-        stack.callback(client.close)
+        client = stack.enter_context(sdk.Client(base, api_key=api_key))
         try:
-            job = _follow(
-                client, client.submit(**{k: v for k, v in fields.items() if v is not None})
-            )
-            output.write_bytes(client.download(job["images"][0]["url"]))
-        except ImageGateError as exc:
-            console.print(f"[red]error:[/red] {exc.message}")
+            job = _follow(client, prompt, {k: v for k, v in fields.items() if v is not None})
+            output.write_bytes(client.images.download(job.images[0]))
+        except sdk.ImageGateError as exc:
+            console.print(f"[red]error:[/red] {exc.detail}")
             raise typer.Exit(1) from exc
-    meta = job["metadata"]
-    console.print(f"wrote {output} (seed {meta['seed']}, {meta['generation_time_ms']} ms)")
+    meta = job.metadata
+    seed_ms = f"seed {meta.seed}, {meta.generation_time_ms} ms" if meta else "no metadata"
+    console.print(f"wrote {output} ({seed_ms})")
 
 
-def _follow(client: Any, job: dict[str, Any]) -> dict[str, Any]:
+def _follow(client: Client, prompt: str, fields: dict[str, Any]) -> Job:
+    """``client.generate``, with a progress bar fed by the job's events."""
+    from imagegate.sdk import ProgressEvent
+
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("queued", total=job["steps"])
+        task = progress.add_task("queued", total=fields.get("steps"))
 
-        def show(update: dict[str, Any]) -> None:
-            step = (update.get("progress") or {}).get("step", 0)
-            progress.update(task, description=update["status"], completed=step)
+        def show(event: Event) -> None:
+            if isinstance(event, ProgressEvent):
+                progress.update(
+                    task, description="generating", completed=event.step, total=event.total
+                )
+            else:
+                progress.update(task, description=event.type)
 
-        result: dict[str, Any] = client.wait(job["id"], on_update=show)
-        return result
+        return client.generate(prompt, on_event=show, **fields)
 
 
 @app.command("webhook-secret")
