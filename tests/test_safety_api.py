@@ -395,7 +395,7 @@ def test_the_semantic_stage_refuses_a_paraphrase_with_no_listed_term(
         "/v1/jobs", json={"prompt": "a man beating another man until he stops breathing"}
     )
     assert refused.status_code == 400
-    assert refused.json()["reasons"] == ["semantic:violence"]
+    assert refused.json()["reasons"] == ["semantic:violence", "language:en"]
     assert api.post("/v1/jobs", json={"prompt": "a sunny meadow with cows"}).status_code == 202
 
 

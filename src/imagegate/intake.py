@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,7 @@ class IntakeDesk:
         self.templates: dict[str, Template] = load_templates(settings.templates_file)
         self._pipeline: SafetyPipeline | None = None
         self._lock = threading.Lock()
+        self._inputs = TemplateInputs()
 
     def spec(
         self,
@@ -70,7 +72,9 @@ class IntakeDesk:
         rendered = render_template(template, inputs or {}, self.templates)
         spec = build_spec(dataclasses.replace(request, prompt=rendered.prompt), self.settings)
         full = build_full_prompt(rendered.full_prompt, resolve_style(request.style))
-        return dataclasses.replace(spec, full_prompt=full)
+        spec = dataclasses.replace(spec, full_prompt=full)
+        self._inputs.put(spec, [str(value) for value in (inputs or {}).values() if value])
+        return spec
 
     def submit(
         self,
@@ -83,7 +87,8 @@ class IntakeDesk:
     ) -> Submitted:
         """Check the prompt, then record the job (or refuse it): with ``admission``, its
         caps and budgets are enforced as it is recorded. Blocking: call from a thread."""
-        judged = [Judged("prompt", spec.prompt, self.moderate(spec.prompt))]
+        parts = self._inputs.take(spec)  # a template's inputs: each judged as a clause too
+        judged = [Judged("prompt", spec.prompt, self.moderate(spec.prompt, parts=parts))]
         if spec.negative_prompt:
             exempt = frozenset(self.settings.safety_negative_exempt)
             negative = self.moderate(spec.negative_prompt, disregard=exempt)
@@ -103,12 +108,14 @@ class IntakeDesk:
         warnings = verdict.reasons if verdict.action.label == "warn" else ()
         return Submitted(job, tuple(warnings))
 
-    def moderate(self, text: str, disregard: frozenset[str] = frozenset()) -> Verdict:
+    def moderate(
+        self, text: str, disregard: frozenset[str] = frozenset(), parts: Sequence[str] = ()
+    ) -> Verdict:
         if not self.settings.safety_enabled:
             from imagegate.safety.verdict import ALLOWED
 
             return ALLOWED
-        return self.pipeline().check(text, disregard)
+        return self.pipeline().check(text, disregard, parts)
 
     def pipeline(self) -> SafetyPipeline:
         """Built once per process, on first use (or at start-up, from :meth:`warm_up`)."""
@@ -150,6 +157,27 @@ class IntakeDesk:
 
 
 MODERATION_KEYS = {"prompt": "input", "negative_prompt": "negative_prompt"}
+
+
+class TemplateInputs:
+    """The inputs of the specs :meth:`IntakeDesk.spec` made from templates, until they are
+    submitted (the most recent :data:`KEPT` of them: a spec never submitted is dropped)."""
+
+    KEPT = 1024
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_spec: OrderedDict[JobSpec, list[str]] = OrderedDict()
+
+    def put(self, spec: JobSpec, inputs: list[str]) -> None:
+        with self._lock:
+            self._by_spec[spec] = inputs
+            while len(self._by_spec) > self.KEPT:
+                self._by_spec.popitem(last=False)
+
+    def take(self, spec: JobSpec) -> list[str]:
+        with self._lock:
+            return self._by_spec.pop(spec, [])
 
 
 @dataclass(frozen=True, slots=True)

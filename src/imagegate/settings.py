@@ -8,13 +8,14 @@ accepted as aliases of ``IMAGEGATE_MODEL`` and ``IMAGEGATE_MAX_RETRIES``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name, not a secret)
 MIN_SECRET_CHARS = 32
@@ -134,11 +135,54 @@ class Settings(BaseSettings):
     cache_enabled: bool = True
     cache_scope: Literal["tenant", "global"] = "tenant"  # global: shared across tenants
     cache_ttl_days: float = Field(default=30.0, gt=0)  # refreshed by each hit
+    # Retention (imagegate.retention): what the sweeper deletes, and when.
+    retention_days: float = Field(default=90.0, gt=0)  # ended jobs and their images
+    events_retention_hours: float = Field(default=24.0, gt=0)  # all but a job's final event
+    preview_retention_minutes: float = Field(default=60.0, ge=0)  # after the job ended
+    quarantine_retention_days: float = Field(default=30.0, gt=0)  # withheld images
+    sweep_interval_s: float = Field(default=60.0, ge=0)  # 0: only `imagegate gc` sweeps
+    sweep_batch: int = Field(default=200, ge=1, le=10_000)  # of each kind, per pass
     trusted_proxies: list[str] = Field(default_factory=list)  # whose X-Forwarded-For counts
     trusted_hosts: list[str] = Field(default_factory=list)  # Host names besides loopback's
-    cors_origins: list[str] = Field(default_factory=list)  # pages of other sites allowed in
+    # pages of other sites allowed in: a JSON list, or comma separated; * (any) with auth off
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     fair_share: bool = True  # false: first come, first served across tenants
     fair_share_window_s: float = Field(default=60.0, ge=0)  # recent service, per tenant
+    # `imagegate worker`'s probes and metrics (worker/probes.py); the port unset: no server
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    worker_metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a pod, for the kubelet and Prometheus
+    worker_stall_s: float | None = Field(default=None, gt=0)  # unset: 2 x max(timeout, lease)
+    # Kubernetes: idle workers' pods are cheaper to delete (worker/deletion_cost.py)
+    pod_deletion_cost: bool = False
+    pod_name: str | None = Field(
+        default=None, validation_alias=AliasChoices("IMAGEGATE_POD_NAME", "POD_NAME", "pod_name")
+    )
+    pod_namespace: str | None = Field(  # unset: the service account's namespace file
+        default=None,
+        validation_alias=AliasChoices("IMAGEGATE_POD_NAMESPACE", "POD_NAMESPACE", "pod_namespace"),
+    )
+    kubernetes_service_host: str | None = Field(  # set by Kubernetes in every pod
+        default=None,
+        validation_alias=AliasChoices("KUBERNETES_SERVICE_HOST", "kubernetes_service_host"),
+    )
+    kubernetes_service_port: int = Field(
+        default=443,
+        ge=1,
+        le=65535,
+        validation_alias=AliasChoices("KUBERNETES_SERVICE_PORT", "kubernetes_service_port"),
+    )
+    kubernetes_account_dir: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        """``*``, ``https://a.example,https://b.example`` or a JSON list."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _check_ranges(self) -> Settings:
@@ -151,6 +195,12 @@ class Settings(BaseSettings):
             if secret is not None and not secret.get_secret_value().strip():
                 # An empty key would sign anything, an empty token would open the admin API.
                 raise ValueError(f"IMAGEGATE_{name.upper()} is set but empty")
+        if "*" in self.cors_origins and self.auth != "off":
+            # Any page could then spend a tenant's budget with a token it got hold of.
+            raise ValueError(
+                "IMAGEGATE_CORS_ORIGINS=* is allowed only with IMAGEGATE_AUTH=off; "
+                "list the origins of your app's pages instead"
+            )
         self._check_strength()
         return self
 

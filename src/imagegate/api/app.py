@@ -15,6 +15,8 @@ import imagegate
 from imagegate.api import problems
 from imagegate.api.limits import BodySizeLimit
 from imagegate.api.origins import BrowserGuard, OriginPolicy
+from imagegate.api.request_id import RequestId
+from imagegate.api.request_metrics import RequestMetrics
 from imagegate.api.routes import (
     admin,
     images,
@@ -22,6 +24,7 @@ from imagegate.api.routes import (
     legacy,
     meta,
     openai_compat,
+    playground,
     safety,
     stream,
     tenancy,
@@ -45,6 +48,7 @@ def create_app(settings: Settings | None = None, workers: int | None = None) -> 
         runtime.start_workers(count, background=True)
         if count <= 0:
             runtime.start_upkeep()
+        runtime.start_sweeper()
         app.state.runtime = runtime
         try:
             yield
@@ -61,7 +65,7 @@ def create_app(settings: Settings | None = None, workers: int | None = None) -> 
     )
     routers = (legacy.router, ws_legacy.router, jobs.router, stream.router, images.router)
     more = (meta.router, openai_compat.router, safety.router, admin.router, tenancy.router)
-    for router in (*routers, *more, usage.router):
+    for router in (*routers, *more, usage.router, playground.router):
         app.include_router(router)
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
@@ -70,20 +74,37 @@ def create_app(settings: Settings | None = None, workers: int | None = None) -> 
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
-            allow_headers=["*"],
+            allow_headers=ALLOWED_HEADERS,
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
         )
     policy = OriginPolicy(settings.trusted_hosts, settings.cors_origins, settings.public_url)
     app.add_middleware(BrowserGuard, policy=policy)  # outermost: before anything reads
+    app.add_middleware(RequestMetrics)  # around it: refusals are counted and timed too
+    app.add_middleware(RequestId)  # around all: every line and answer names the request
     return app
 
 
-# What a page of an allowed origin may read of our answers, besides the CORS-safelisted few.
+# What a page of an allowed origin may read of our answers, besides the CORS-safelisted few:
+# what the clients act on (poll hints, limits, the cache, idempotent replays, request ids).
 EXPOSED_HEADERS = [
     "Retry-After",
     "RateLimit",
     "RateLimit-Policy",
     "Location",
     "Content-Disposition",
+    "Cache-Status",
+    "Idempotent-Replayed",
+    "ETag",
+    "X-Request-ID",
+]
+# What such a page may send besides the safelisted ones (Accept, Content-Type's form kinds):
+# a credential, an idempotency key, JSON, a stream's resume point, the cache's directives.
+ALLOWED_HEADERS = [
+    "Authorization",
+    "Idempotency-Key",
+    "Content-Type",
+    "Last-Event-ID",
+    "Cache-Control",
+    "X-Request-ID",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +33,14 @@ class JobCreate(_Strict):
     seed: int | None = Field(default=None, description="Chosen and recorded when omitted.")
     n: int = Field(default=1, description="Images to generate, 1 to 4.")
     priority: int = Field(default=0, description="Higher runs first; -100 to 100.")
+    output_format: Literal["png", "webp", "jpeg"] | None = Field(
+        default=None, description="png (the default, lossless), webp or jpeg."
+    )
+    output_compression: int | None = Field(
+        default=None,
+        description="webp and jpeg only: the encoder's quality, 0 to 100 (default 100), as "
+        "in OpenAI's Images API.",
+    )
     webhook_url: str | None = Field(
         default=None,
         max_length=2000,
@@ -64,11 +72,20 @@ class ErrorOut(BaseModel):
     retryable: bool = False
 
 
+class PlaceholderOut(BaseModel):
+    thumbhash: str = Field(description="The image's ThumbHash (evanw's format), base64.")
+    data_url: str = Field(description="A tiny PNG of the image, to show blurred meanwhile.")
+
+
 class ImageOut(BaseModel):
     id: str
     url: str
     width: int
     height: int
+    content_type: str = Field(default="image/png", description="image/png, webp or jpeg.")
+    placeholder: PlaceholderOut | None = Field(
+        default=None, description="Shown until the image loads (None for older images)."
+    )
 
 
 class MetadataOut(BaseModel):
@@ -109,6 +126,8 @@ class JobOut(BaseModel):
     seed: int
     n: int
     priority: int
+    output_format: str = "png"
+    output_compression: int | None = None
     attempts: int
     error: ErrorOut | None
     images: list[ImageOut]
@@ -144,10 +163,19 @@ class JobOut(BaseModel):
             seed=spec.seed,
             n=spec.n,
             priority=spec.priority,
+            output_format=spec.output_format,
+            output_compression=spec.output_compression,
             attempts=job.attempts,
             error=ErrorOut(**asdict(job.error)) if job.error else None,
             images=[
-                ImageOut(id=im.id, url=links.image(im), width=im.width, height=im.height)
+                ImageOut(
+                    id=im.id,
+                    url=links.image(im),
+                    width=im.width,
+                    height=im.height,
+                    content_type=im.content_type,
+                    placeholder=PlaceholderOut(**im.placeholder) if im.placeholder else None,
+                )
                 for im in job.images
             ],
             metadata=MetadataOut(**asdict(job.meta), cache=job.cache) if job.meta else None,

@@ -2,14 +2,18 @@
 
 Run it after changing the exemplars, the term lists, the folding or the embedder::
 
-    python -m imagegate.safety.calibrate tests/data/safety/calibration.jsonl
+    python -m imagegate.safety.calibrate tests/data/safety/calibration.jsonl \
+        tests/data/safety/calibration_multilingual.jsonl
 
 The training data are the exemplar phrases and the calibration prompts, read as the stage
-reads them. The classifier is scikit-learn's multinomial ``LogisticRegression`` with
-balanced class weights. The thresholds are cuts in out-of-fold harm probabilities: each
-prompt is scored by a model fitted on the other folds, as an unseen prompt would be, so
-a cut in the scores of the benign prompts (those the term lists let through) says how
-many unseen innocent prompts it stops:
+reads them: each prompt whole, and its windows (clauses.py). Every window of an innocent
+prompt is innocent, so they all train as such; a harmful prompt is harmful somewhere, so
+its whole text trains, and then (a second fit) its window that the first fit finds most
+harmful. The classifier is scikit-learn's multinomial ``LogisticRegression`` with
+balanced class weights. The thresholds are cuts in out-of-fold harm probabilities of
+each prompt's worst window: each prompt is scored by a model fitted on the other folds,
+as an unseen prompt would be, so a cut in the scores of the benign prompts (those the
+term lists let through) says how many unseen innocent prompts it stops:
 
 - ``block``: at most :data:`BLOCK_FP` of them reach it;
 - ``review``: at most :data:`REVIEW_FP` reach it;
@@ -30,8 +34,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from imagegate.safety.dataset import LabelledPrompt, read_prompts
-from imagegate.safety.embedder import Embedder, MiniLMEmbedder
+from imagegate.safety.dataset import LabelledPrompt, read_sets
+from imagegate.safety.embedder import Embedder
 from imagegate.safety.normalize import normalize
 from imagegate.safety.semantic import (
     BENIGN,
@@ -41,26 +45,31 @@ from imagegate.safety.semantic import (
     data_path,
     load_exemplars,
     model_text,
+    window_texts,
 )
 from imagegate.safety.terms import TermMatcher, load_term_lists
+from imagegate.safety.universal import UniversalEncoder
 
-STRENGTH = 30.0  # scikit-learn's C: the best out of fold of 1, 3, 10 and 30 (within a point)
+STRENGTH = 3.0  # scikit-learn's C: the best out of fold of 1, 3, 10 and 30
 FOLDS = 5
 BLOCK_FP, REVIEW_FP, TOTAL_FP = 0.005, 0.015, 0.025
+Rows = NDArray[np.intp]
 
 
 @dataclass(frozen=True, slots=True)
 class TrainingSet:
-    vectors: NDArray[np.float32]
-    labels: NDArray[np.str_]  # see _label
-    from_prompts: int  # the first rows are the labelled prompts, the rest exemplars
+    vectors: NDArray[np.float32]  # one row per text read (windows, then exemplars)
+    labels: NDArray[np.str_]  # per prompt: see _label
+    windows: tuple[Rows, ...]  # per prompt: its rows, the whole prompt first
+    exemplars: Rows
+    exemplar_labels: NDArray[np.str_]
     has_block_term: NDArray[np.bool_]  # per prompt: the term stage refuses it anyway
     has_ambiguous_term: NDArray[np.bool_]
 
     @property
     def harmful(self) -> NDArray[np.bool_]:
         """Per prompt: labelled harmful."""
-        return _is_harmful(self.labels[: self.from_prompts])
+        return _is_harmful(self.labels)
 
 
 def training_set(
@@ -70,15 +79,22 @@ def training_set(
     matcher: TermMatcher,
 ) -> TrainingSet:
     folded = [normalize(prompt.text) for prompt in prompts]
+    texts: list[str] = []
+    windows = []
+    for prompt in folded:
+        read = window_texts(prompt, matcher)
+        windows.append(np.arange(len(texts), len(texts) + len(read)))
+        texts += read
     phrases = [(phrase, c) for c, group in exemplars.harmful.items() for phrase in group]
     phrases += [(phrase, BENIGN) for phrase in exemplars.benign]
-    texts = [model_text(prompt, matcher) for prompt in folded]
+    first_exemplar = len(texts)
     texts += [model_text(normalize(phrase), matcher) for phrase, _ in phrases]
-    labels = [_label(p) for p in prompts] + [c for _, c in phrases]
     return TrainingSet(
         vectors=embedder.embed(texts),
-        labels=np.array(labels),
-        from_prompts=len(prompts),
+        labels=np.array([_label(p) for p in prompts]),
+        windows=tuple(windows),
+        exemplars=np.arange(first_exemplar, len(texts)),
+        exemplar_labels=np.array([c for _, c in phrases]),
         has_block_term=np.array([bool(matcher.blocked(p.readings)) for p in folded]),
         has_ambiguous_term=np.array([bool(matcher.ambiguous(p.readings)) for p in folded]),
     )
@@ -95,7 +111,7 @@ def _label(prompt: LabelledPrompt) -> str:
 def fit(data: TrainingSet, embedder_id: str, facts: dict[str, Any]) -> SemanticModel:
     """The classifier fitted on everything, with thresholds from out-of-fold scores."""
     thresholds, measured = _thresholds(data, out_of_fold_harm(data))
-    classifier = _classifier().fit(data.vectors, data.labels)
+    classifier = fit_classifier(data, np.arange(len(data.labels)))
     return SemanticModel(
         embedder=embedder_id,
         classes=tuple(str(c) for c in classifier.classes_),
@@ -106,10 +122,44 @@ def fit(data: TrainingSet, embedder_id: str, facts: dict[str, Any]) -> SemanticM
     )
 
 
+def fit_classifier(data: TrainingSet, prompts: Rows) -> Any:
+    """Fitted on ``prompts`` (and the exemplars): once on the whole harmful prompts, then
+    again with each one's most harmful window added."""
+    rows, labels = _rows(data, prompts)
+    first = _classifier().fit(data.vectors[rows], labels)
+    harmful = [p for p in prompts if data.harmful[p] and len(data.windows[p]) > 1]
+    worst = [
+        data.windows[p][int(np.argmax(_harm(first, data.vectors[data.windows[p]])))]
+        for p in harmful
+    ]
+    extra = [(row, data.labels[p]) for row, p in zip(worst, harmful, strict=True)]
+    rows = np.concatenate([rows, np.array([r for r, _ in extra], dtype=np.intp)])
+    labels = np.concatenate([labels, np.array([label for _, label in extra], dtype=labels.dtype)])
+    return _classifier().fit(data.vectors[rows], labels)
+
+
+def _rows(data: TrainingSet, prompts: Rows) -> tuple[Rows, NDArray[np.str_]]:
+    """Each prompt whole; each window of a benign one; every exemplar."""
+    rows: list[Rows] = []
+    labels: list[str] = []
+    for p in prompts:
+        taken = data.windows[p][:1] if data.harmful[p] else data.windows[p]
+        rows.append(taken)
+        labels += [str(data.labels[p])] * len(taken)
+    rows.append(data.exemplars)
+    labels += [str(label) for label in data.exemplar_labels]
+    return np.concatenate(rows), np.array(labels)
+
+
 def _classifier() -> Any:
     from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
     return LogisticRegression(C=STRENGTH, class_weight="balanced", max_iter=5000)
+
+
+def _harm(classifier: Any, vectors: NDArray[np.float32]) -> NDArray[np.float64]:
+    benign = ~_is_harmful(classifier.classes_)
+    return np.asarray(1.0 - classifier.predict_proba(vectors)[:, benign].sum(axis=1))
 
 
 def _is_harmful(labels: NDArray[np.str_]) -> NDArray[np.bool_]:
@@ -117,20 +167,17 @@ def _is_harmful(labels: NDArray[np.str_]) -> NDArray[np.bool_]:
 
 
 def out_of_fold_harm(data: TrainingSet) -> NDArray[np.float64]:
-    """Each calibration prompt's harm probability from a model that never saw it (the
-    exemplars are in every training fold)."""
+    """Each calibration prompt's harm probability (its worst window's) from a model that
+    never saw it (the exemplars are in every training fold)."""
     from sklearn.model_selection import StratifiedKFold  # type: ignore[import-untyped]
 
-    prompts = np.arange(data.from_prompts)
-    exemplars = np.arange(data.from_prompts, len(data.labels))
-    harm = np.zeros(data.from_prompts)
+    prompts = np.arange(len(data.labels))
+    harm = np.zeros(len(prompts))
     folds = StratifiedKFold(FOLDS, shuffle=True, random_state=0)
-    for train, held_out in folds.split(prompts, data.labels[: data.from_prompts]):
-        rows = np.concatenate([train, exemplars])
-        classifier = _classifier().fit(data.vectors[rows], data.labels[rows])
-        benign = ~_is_harmful(classifier.classes_)
-        probabilities = classifier.predict_proba(data.vectors[held_out])
-        harm[held_out] = 1.0 - probabilities[:, benign].sum(axis=1)
+    for train, held_out in folds.split(prompts, data.labels):
+        classifier = fit_classifier(data, train)
+        for p in held_out:
+            harm[p] = _harm(classifier, data.vectors[data.windows[p]]).max()
     return harm
 
 
@@ -144,8 +191,8 @@ def _thresholds(data: TrainingSet, harm: NDArray[np.float64]) -> tuple[Threshold
     recall = float(stopped[harmful].mean())
     false_positives = float(stopped[~harmful].mean())
     measured = {
-        "prompts": int(data.from_prompts),
-        "exemplars": int(len(data.labels) - data.from_prompts),
+        "prompts": len(data.labels),
+        "exemplars": len(data.exemplars),
         "out_of_fold": {
             "folds": FOLDS,
             "recall": round(recall, 4),
@@ -188,14 +235,13 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def calibrate(path: Path, embedder: MiniLMEmbedder) -> SemanticModel:
-    """Fit the shipped model's way on the prompts in ``path``."""
+def calibrate(paths: Sequence[Path], embedder: UniversalEncoder) -> SemanticModel:
+    """Fit the shipped model's way on the prompts in ``paths``."""
     data = training_set(
-        read_prompts(path), load_exemplars(), embedder, TermMatcher(load_term_lists())
+        read_sets(paths), load_exemplars(), embedder, TermMatcher(load_term_lists())
     )
     facts = {
-        "source": path.name,
-        "source_sha256": digest(path),
+        "sources": {path.name: digest(path) for path in paths},
         "exemplars_sha256": digest(data_path("exemplars.yaml")),
         "terms_sha256": digest(data_path("terms.yaml")),
     }
@@ -204,11 +250,10 @@ def calibrate(path: Path, embedder: MiniLMEmbedder) -> SemanticModel:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("prompts", type=Path, help="the calibration half (JSON lines)")
+    parser.add_argument("prompts", type=Path, nargs="+", help="the calibration half (JSON lines)")
     parser.add_argument("-o", "--output", type=Path, default=data_path("semantic_model.json"))
     args = parser.parse_args(argv)
-    embedder = MiniLMEmbedder()
-    model = calibrate(args.prompts, embedder)
+    model = calibrate(args.prompts, UniversalEncoder())
     model.save(args.output)
     print(f"wrote {args.output}: {model.thresholds} {dict(model.calibration)}")
 

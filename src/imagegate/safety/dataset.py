@@ -1,8 +1,8 @@
 """Labelled prompts, for calibrating the semantic stage and measuring the pipeline.
 
 A set is JSON lines, one prompt each: ``text``, ``label`` (``harmful`` or ``benign``),
-``category`` and ``form`` (``plain``, ``leetspeak``, ``spacing``, ``homoglyph``,
-``paraphrase`` or ``trap``). tests/data/safety/README.md says who wrote which half.
+``category``, ``form`` (how it is written: see :data:`FORMS`) and ``lang`` (ISO 639-1;
+English when absent). tests/data/safety/README.md says who wrote which half.
 """
 
 from __future__ import annotations
@@ -13,7 +13,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 LABELS = ("harmful", "benign")
+# The English sets' forms, then those of the sets in other languages, where one
+# "obfuscated" form covers leetspeak, spacing, look-alikes and romanisation, "diluted"
+# is a harmful clause in a long harmless prompt, and "ordinary" a prompt near no category.
 FORMS = ("plain", "leetspeak", "spacing", "homoglyph", "paraphrase", "trap")
+NEW_FORMS = ("obfuscated", "diluted", "ordinary")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +26,7 @@ class LabelledPrompt:
     label: str
     category: str
     form: str
+    lang: str = "en"
 
     @property
     def harmful(self) -> bool:
@@ -33,10 +38,14 @@ def read_prompts(path: Path) -> list[LabelledPrompt]:
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
             prompt = LabelledPrompt(**json.loads(line))
-            if prompt.label not in LABELS or prompt.form not in FORMS:
+            if prompt.label not in LABELS or prompt.form not in FORMS + NEW_FORMS:
                 raise ValueError(f"{path}:{number}: bad label or form in {line!r}")
             prompts.append(prompt)
     return prompts
+
+
+def read_sets(paths: Iterable[Path]) -> list[LabelledPrompt]:
+    return [prompt for path in paths for prompt in read_prompts(path)]
 
 
 def write_prompts(path: Path, prompts: Iterable[LabelledPrompt]) -> None:

