@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,6 +47,7 @@ from imagegate.jobs.changes import (
 from imagegate.jobs.database import WRITE
 from imagegate.jobs.events import EventType
 from imagegate.jobs.fairness import FAIR_SHARE, SINCE, scoped_to
+from imagegate.jobs.flight import SingleFlight
 from imagegate.jobs.models import (
     Claim,
     ErrorInfo,
@@ -87,7 +87,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class JobStore:
+class JobStore(SingleFlight):
     def __init__(
         self,
         engine: Engine,
@@ -776,70 +776,6 @@ class JobStore:
             if ended["cache_key"] and ended["follows"] is None and ended["cache_status"] != "hit":
                 self._share_result(conn, ended, target)
         return True
-
-    # -- the cache and single-flight (imagegate.cache) ---------------------------------------
-
-    def _answer_from_cache(self, conn: Connection, job_id: str, hit: Any, now: datetime) -> None:
-        """Complete a new job with a cached job's images (new rows, the same files)."""
-        self._emit(conn, job_id, EventType.QUEUED, {"queue_position": 0})
-        self._complete_like(conn, job_id, hit, now, "hit", from_=Status.QUEUED)
-        entries.touch(conn, hit["cache_key"], job_id, now, self.cache_ttl)
-
-    def _follow(self, conn: Connection, job: Job, leader: str) -> None:
-        conn.execute(
-            update(jobs).where(jobs.c.id == job.id).values(follows=leader, cache_status="collapsed")
-        )
-        leading = job_from_row(row_of(conn, leader))
-        position = ahead_of(conn, leading) if leading.status is Status.QUEUED else 0
-        self._emit(conn, job.id, EventType.QUEUED, {"queue_position": position})
-
-    def _share_result(self, conn: Connection, leader: Any, target: Status) -> None:
-        """A leader ended: its followers end the same way (a cancel hands the work to the
-        oldest of them instead), and a completed result that was generated is cached."""
-        now = self._now()
-        if target is Status.CANCELED:
-            if entries.promote(conn, leader["id"]) is not None:
-                self._notify_workers(conn)
-            return
-        for follower in entries.followers(conn, leader["id"]):
-            if target is Status.COMPLETED:
-                self._complete_like(conn, follower, leader, now, "collapsed")
-            else:
-                error = ErrorInfo(
-                    leader["error_code"], leader["error_message"], bool(leader["error_retryable"])
-                )
-                self._transition(
-                    conn, follower, Status.FAILED, jobs.c.follows == leader["id"],
-                    from_=Status.QUEUED, event=error_event(error), finished_at=now,
-                    **error_values(error),
-                )  # fmt: skip
-        if target is Status.COMPLETED and leader["cache_store"]:
-            entries.remember(conn, leader, now, self.cache_ttl)
-
-    def _complete_like(
-        self,
-        conn: Connection,
-        job_id: str,
-        source: Any,
-        now: datetime,
-        how: str,
-        from_: Status = Status.QUEUED,
-    ) -> None:
-        """Complete ``job_id`` with the images ``source`` made (never re-encoded, never
-        copied: new rows naming the same stored files)."""
-        meta = generation_meta(source)
-        assert meta is not None, "a completed job has run"
-        shared = [
-            replace(image_from_row(im), id=str(uuid.uuid4()), job_id=job_id)
-            for im in entries.image_rows(conn, source["id"])
-        ]
-        self._transition(
-            conn, job_id, Status.COMPLETED, from_=from_, stored=shared,
-            event=completed_event(shared, meta) | {"cache": how}, finished_at=now,
-            model=meta.model, generation_time_ms=meta.generation_time_ms,
-            batch_size=meta.batch_size, progress_step=source["steps"],
-            progress_total=source["steps"], cache_status=how, **error_values(None),
-        )  # fmt: skip
 
     def _emit(self, conn: Connection, job_id: str, kind: EventType, data: dict[str, Any]) -> None:
         events.emit(conn, job_id, kind, data, self._now())
