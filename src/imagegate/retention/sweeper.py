@@ -22,7 +22,7 @@ number of processes may sweep at once: what one deletes, another finds gone.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -76,19 +76,17 @@ class Swept:
     events: int = 0
     previews: int = 0
     quarantined: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
-        return sum(getattr(self, f.name) for f in fields(self) if f.name != "extra")
+        return sum(self.as_dict().values())
 
     def add(self, other: Swept) -> None:
         for f in fields(self):
-            if f.name != "extra":
-                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class Sweeper:
