@@ -146,8 +146,8 @@ class Replica:
     def start(self) -> None:
         port = self.url.rsplit(":", 1)[1]
         self.process = Process(["serve", "--port", port, "--workers", "0"], self.env, self.log)
+        self.lives += 1  # whatever answers on this port from now on is this life
         eventually(self._ready, timeout_s=60)
-        self.lives += 1
 
     def kill(self) -> None:
         assert self.process is not None
@@ -270,16 +270,24 @@ class Submitted:
 
 class Submitters:
     """Clients that submit job ``index`` to one API and, when no answer comes (a killed
-    replica), retry with the same Idempotency-Key on the other or after the restart."""
+    replica), retry with the same Idempotency-Key on the other or after the restart.
+
+    The last jobs wait for ``restarted``, so the restarted replica is sure to take some
+    however long its start takes on a slow machine."""
+
+    HELD_BACK = int(JOBS * 0.85)  # jobs from this index on are sent after the restart
 
     def __init__(self, fleet: Fleet, keys: dict[str, dict[str, str]]) -> None:
         self.fleet, self.keys = fleet, keys
         self.done = 0
+        self.restarted = threading.Event()
         self._local = threading.local()
         self._clients: list[httpx.Client] = []
         self._lock = threading.Lock()
 
     def submit(self, index: int) -> Submitted:
+        if index >= self.HELD_BACK:
+            assert self.restarted.wait(300), "the API replica was never restarted"
         tenant = TENANTS[index % len(TENANTS)]
         # Unseeded, so never answered from the cache. (No numbers in prompts: the term
         # lists rightly refuse some, such as 88.)
@@ -384,7 +392,10 @@ def test_two_apis_and_three_workers_complete_every_job_once_through_kills(fleet:
         with ThreadPoolExecutor(SUBMITTERS) as pool, closing(submitters):
             futures = [pool.submit(submitters.submit, index) for index in range(JOBS)]
             _join(threads)
-            downtime_s = _kill_and_restart_api(a, lambda: submitters.done >= JOBS * 0.3)
+            try:
+                downtime_s = _kill_and_restart_api(a, lambda: submitters.done >= JOBS * 0.3)
+            finally:
+                submitters.restarted.set()
             in_flight = _kill_a_worker_mid_job(fleet)
             submitted = [future.result() for future in futures]
             limited_answers = list(pool.map(limited, range(LIMITED_TRIES)))
