@@ -718,11 +718,6 @@ export interface components {
              */
             retryable: boolean;
         };
-        /** HTTPValidationError */
-        HTTPValidationError: {
-            /** Detail */
-            detail?: components["schemas"]["ValidationError"][];
-        };
         /** ImageGenerationIn */
         ImageGenerationIn: {
             /** Model */
@@ -1133,6 +1128,30 @@ export interface components {
             /** Model */
             model?: string | null;
         };
+        /** OpenAIErrorDetail */
+        OpenAIErrorDetail: {
+            /**
+             * Code
+             * @default null
+             */
+            code: string | null;
+            /** Message */
+            message: string;
+            /**
+             * Param
+             * @default null
+             */
+            param: string | null;
+            /** Type */
+            type: string;
+        };
+        /**
+         * OpenAIErrorOut
+         * @description OpenAI's error envelope, which the OpenAI-compatible routes answer in.
+         */
+        OpenAIErrorOut: {
+            error: components["schemas"]["OpenAIErrorDetail"];
+        };
         /** PlaceholderOut */
         PlaceholderOut: {
             /**
@@ -1155,8 +1174,11 @@ export interface components {
             code: string;
             /** Detail */
             detail: string;
-            /** Field */
-            field?: string | null;
+            /**
+             * Field
+             * @default null
+             */
+            field: string | null;
             /** Instance */
             instance: string;
             /** Status */
@@ -1230,19 +1252,6 @@ export interface components {
              */
             weight?: number | null;
         };
-        /** ValidationError */
-        ValidationError: {
-            /** Context */
-            ctx?: Record<string, never>;
-            /** Input */
-            input?: unknown;
-            /** Location */
-            loc: (string | number)[];
-            /** Message */
-            msg: string;
-            /** Error Type */
-            type: string;
-        };
         /** ImageOut */
         imagegate__api__routes__openai_compat__ImageOut: {
             /** B64 Json */
@@ -1304,6 +1313,14 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description RFC 9211: what the result cache did (`ImageGate; hit`, `; fwd=miss`, `; fwd=bypass`, or `; collapsed` when following a job in flight). */
+                    "Cache-Status"?: string;
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1313,70 +1330,97 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description budget_exceeded: the job's estimated cost would pass a budget; names the budget, the spend and the period's end. */
             402: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description body_too_large: the request body is over IMAGEGATE_MAX_BODY_BYTES. */
+            413: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description A field's value is refused; the problem names the field and its code. */
+            422: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
             429: {
                 headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -1393,6 +1437,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1404,11 +1450,12 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -1425,6 +1472,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -1432,11 +1481,25 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -1453,6 +1516,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1462,11 +1527,25 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -1485,6 +1564,10 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1494,50 +1577,86 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description Not found, or not yours: job_not_found, image_not_found, key_not_found. */
+            404: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description A field's value is refused; the problem names the field and its code. */
+            422: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
             429: {
                 headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -1559,6 +1678,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1572,40 +1693,75 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description Validation Error */
+            /** @description A field's value is refused; the problem names the field and its code. */
             422: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
+            429: {
+                headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -1622,6 +1778,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1635,31 +1793,64 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
+            429: {
+                headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -1678,6 +1869,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1689,40 +1882,75 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description Validation Error */
+            /** @description A field's value is refused; the problem names the field and its code. */
             422: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
+            429: {
+                headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -1743,6 +1971,8 @@ export interface operations {
             /** @description Successful Response */
             201: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1752,40 +1982,86 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description body_too_large: the request body is over IMAGEGATE_MAX_BODY_BYTES. */
+            413: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description A field's value is refused; the problem names the field and its code. */
+            422: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
+            429: {
+                headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -1804,6 +2080,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1813,40 +2091,86 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description Not found, or not yours: job_not_found, image_not_found, key_not_found. */
+            404: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description A field's value is refused; the problem names the field and its code. */
+            422: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
+            429: {
+                headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -1863,6 +2187,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1872,31 +2198,64 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
+            429: {
+                headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -1915,6 +2274,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1924,40 +2285,97 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description Not found, or not yours: job_not_found, image_not_found, key_not_found. */
+            404: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description illegal_transition: the job's state does not allow this. */
+            409: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description A field's value is refused; the problem names the field and its code. */
+            422: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
+            429: {
+                headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -1974,52 +2392,106 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description The withheld image, in the job's output format. */
             200: {
                 headers: {
+                    /** @description How long the answer may be kept. */
+                    "Cache-Control"?: string;
+                    /** @description The file name to save the image as. */
+                    "Content-Disposition"?: string;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
+                    "image/jpeg": unknown;
                     "image/png": unknown;
+                    "image/webp": unknown;
                 };
             };
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description Not found, or not yours: job_not_found, image_not_found, key_not_found. */
+            404: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description A field's value is refused; the problem names the field and its code. */
+            422: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
+            429: {
+                headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -2038,6 +2510,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2047,40 +2521,97 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description Not found, or not yours: job_not_found, image_not_found, key_not_found. */
+            404: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description illegal_transition: the job's state does not allow this. */
+            409: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description A field's value is refused; the problem names the field and its code. */
+            422: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
+            429: {
+                headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -2097,6 +2628,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2108,31 +2641,64 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
+            429: {
+                headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -2151,6 +2717,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2160,40 +2728,86 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description Not found, or not yours: job_not_found, image_not_found, key_not_found. */
+            404: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description A field's value is refused; the problem names the field and its code. */
+            422: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
+            429: {
+                headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -2216,6 +2830,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2225,40 +2841,86 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description body_too_large: the request body is over IMAGEGATE_MAX_BODY_BYTES. */
+            413: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description A field's value is refused; the problem names the field and its code. */
+            422: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
+            429: {
+                headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -2277,6 +2939,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2290,40 +2954,86 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description Not found, or not yours: job_not_found, image_not_found, key_not_found. */
+            404: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description A field's value is refused; the problem names the field and its code. */
+            422: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
+            429: {
+                headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -2344,6 +3054,8 @@ export interface operations {
             /** @description Successful Response */
             201: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2353,41 +3065,86 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description body_too_large: the request body is over IMAGEGATE_MAX_BODY_BYTES. */
+            413: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description A field's value is refused; the problem names the field and its code. */
             422: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
+            429: {
+                headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -2409,6 +3166,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2420,41 +3179,75 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description A field's value is refused; the problem names the field and its code. */
             422: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
+            429: {
+                headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -2478,6 +3271,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2487,20 +3282,86 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["OpenAIErrorOut"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
+            401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["OpenAIErrorOut"];
+                };
+            };
+            /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
+            403: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorOut"];
+                };
+            };
+            /** @description body_too_large: the request body is over IMAGEGATE_MAX_BODY_BYTES. */
+            413: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorOut"];
+                };
+            };
+            /** @description A field's value is refused; the problem names the field and its code. */
+            422: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorOut"];
+                };
+            };
+            /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
+            429: {
+                headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorOut"];
                 };
             };
         };
@@ -2525,6 +3386,14 @@ export interface operations {
             /** @description The image, in the job's output format. */
             200: {
                 headers: {
+                    /** @description How long the answer may be kept. */
+                    "Cache-Control"?: string;
+                    /** @description The file name to save the image as. */
+                    "Content-Disposition"?: string;
+                    /** @description A strong tag of the image's content. */
+                    ETag?: string;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2536,6 +3405,12 @@ export interface operations {
             /** @description Not modified: the If-None-Match tag is the image's. */
             304: {
                 headers: {
+                    /** @description How long the answer may be kept. */
+                    "Cache-Control"?: string;
+                    /** @description A strong tag of the image's content. */
+                    ETag?: string;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2543,20 +3418,58 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
+            403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description Not found, or not yours: job_not_found, image_not_found, key_not_found. */
+            404: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description A field's value is refused; the problem names the field and its code. */
+            422: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -2581,6 +3494,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2590,50 +3505,75 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description Validation Error */
+            /** @description A field's value is refused; the problem names the field and its code. */
             422: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
             429: {
                 headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -2659,6 +3599,20 @@ export interface operations {
             /** @description Successful Response */
             202: {
                 headers: {
+                    /** @description RFC 9211: what the result cache did (`ImageGate; hit`, `; fwd=miss`, `; fwd=bypass`, or `; collapsed` when following a job in flight). */
+                    "Cache-Status"?: string;
+                    /** @description `true` when the Idempotency-Key had been used with this request before: the answer is the first job's. */
+                    "Idempotent-Replayed"?: "true";
+                    /** @description The job's URL. */
+                    Location?: string;
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2668,70 +3622,97 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description budget_exceeded: the job's estimated cost would pass a budget; names the budget, the spend and the period's end. */
             402: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description body_too_large: the request body is over IMAGEGATE_MAX_BODY_BYTES. */
+            413: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description A field's value is refused; the problem names the field and its code. */
+            422: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
             429: {
                 headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -2750,6 +3731,10 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2759,50 +3744,86 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description Not found, or not yours: job_not_found, image_not_found, key_not_found. */
+            404: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description A field's value is refused; the problem names the field and its code. */
+            422: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
             429: {
                 headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -2821,6 +3842,8 @@ export interface operations {
             /** @description Successful Response */
             202: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2830,50 +3853,97 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description Not found, or not yours: job_not_found, image_not_found, key_not_found. */
+            404: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description illegal_transition: the job's state does not allow this. */
+            409: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description A field's value is refused; the problem names the field and its code. */
+            422: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
             429: {
                 headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -2897,6 +3967,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2906,50 +3978,86 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
-                    "text/event-stream": components["schemas"]["ProblemOut"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
-                    "text/event-stream": components["schemas"]["ProblemOut"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
-                    "text/event-stream": components["schemas"]["ProblemOut"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description Not found, or not yours: job_not_found, image_not_found, key_not_found. */
+            404: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description A field's value is refused; the problem names the field and its code. */
+            422: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
             429: {
                 headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
-                    "text/event-stream": components["schemas"]["ProblemOut"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -2973,6 +4081,12 @@ export interface operations {
             /** @description A low-resolution preview. */
             200: {
                 headers: {
+                    /** @description How long the answer may be kept. */
+                    "Cache-Control"?: string;
+                    /** @description The file name to save the image as. */
+                    "Content-Disposition"?: string;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2982,50 +4096,58 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
-                };
-            };
-            /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Not found, or not yours: job_not_found, image_not_found, key_not_found. */
+            404: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description A field's value is refused; the problem names the field and its code. */
             422: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
-            429: {
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
                 headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -3044,6 +4166,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3057,50 +4181,86 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description Not found, or not yours: job_not_found, image_not_found, key_not_found. */
+            404: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description A field's value is refused; the problem names the field and its code. */
+            422: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
             429: {
                 headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -3117,6 +4277,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3126,11 +4288,64 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["OpenAIErrorOut"];
+                };
+            };
+            /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
+            401: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorOut"];
+                };
+            };
+            /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
+            403: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorOut"];
+                };
+            };
+            /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
+            429: {
+                headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIErrorOut"];
                 };
             };
         };
@@ -3151,6 +4366,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3162,51 +4379,86 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description body_too_large: the request body is over IMAGEGATE_MAX_BODY_BYTES. */
+            413: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description A field's value is refused; the problem names the field and its code. */
             422: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
             429: {
                 headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -3223,6 +4475,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3232,11 +4486,64 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
+            401: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
+            403: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
+            429: {
+                headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -3253,6 +4560,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3264,41 +4573,64 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
             429: {
                 headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };
@@ -3323,6 +4655,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3336,51 +4670,86 @@ export interface operations {
             /** @description Bad input: malformed_json, content_policy_violation; host_untrusted (the Host header is not in IMAGEGATE_TRUSTED_HOSTS). */
             400: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description unauthorized: no credential, or an unknown, revoked, expired or tampered one. */
             401: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description forbidden: the credential lacks the scope (or a token, the user or template); origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it. */
             403: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description Not found, or not yours: job_not_found, image_not_found, key_not_found. */
+            404: {
+                headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description A field's value is refused; the problem names the field and its code. */
             422: {
                 headers: {
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
             /** @description rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; names the policy hit. */
             429: {
                 headers: {
+                    /** @description What is left of the nearest limit: `"rpm";r=59;t=60`. */
+                    RateLimit?: string;
+                    /** @description The limits that apply, as in the IETF RateLimit draft: `"rpm";q=60;w=60`. */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ProblemOut"];
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
+                    "Retry-After"?: number;
+                    /** @description The request's id (the client's own X-Request-ID, or a new one); every log line about the request carries it. */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
         };

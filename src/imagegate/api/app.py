@@ -7,14 +7,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
 import imagegate
-from imagegate.api import problems
+from imagegate.api import openapi, problems
 from imagegate.api.limits import BodySizeLimit
 from imagegate.api.origins import BrowserGuard, OriginPolicy
+from imagegate.api.problems import ProblemOut
 from imagegate.api.request_id import RequestId
 from imagegate.api.request_metrics import RequestMetrics
 from imagegate.api.routes import (
@@ -68,6 +71,7 @@ def create_app(settings: Settings | None = None, workers: int | None = None) -> 
     for router in (*routers, *more, usage.router, playground.router):
         app.include_router(router)
     problems.install(app)
+    openapi.install(app, envelope_of)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
@@ -83,6 +87,11 @@ def create_app(settings: Settings | None = None, workers: int | None = None) -> 
     app.add_middleware(RequestMetrics)  # around it: refusals are counted and timed too
     app.add_middleware(RequestId)  # around all: every line and answer names the request
     return app
+
+
+def envelope_of(route: APIRoute) -> type[BaseModel]:
+    """The body of a route's refusals: OpenAI's envelope on its routes, else problem+json."""
+    return openapi.OpenAIErrorOut if isinstance(route, openai_compat.OpenAIRoute) else ProblemOut
 
 
 # What a page of an allowed origin may read of our answers, besides the CORS-safelisted few:

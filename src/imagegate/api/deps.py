@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from imagegate.api.links import Links
+from imagegate.api.openapi import refuses
 from imagegate.errors import Unauthorized
 from imagegate.runtime import Runtime
 from imagegate.tenancy.auth import bearer
@@ -17,6 +18,7 @@ from imagegate.tenancy.keys import KEY_PREFIX
 from imagegate.tenancy.principal import Principal, Scope
 
 
+@refuses(503)  # what uses the runtime may find the database (or Redis) away
 def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
@@ -59,6 +61,7 @@ def requires(scope: Scope | None) -> Callable[..., Principal]:
     """The caller, authenticated and counted, with ``scope`` (None: any valid credential).
     One dependency per route, so a request takes one trip to the thread pool for it."""
 
+    @refuses(401, 403, 429, 503)  # a credential, its scope, its limits, the limits' store
     def principal(
         request: Request,
         runtime: Annotated[Runtime, Depends(get_runtime)],

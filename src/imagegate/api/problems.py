@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -31,11 +31,14 @@ REFUSALS = {
     "origin_forbidden: a page of an origin not in IMAGEGATE_CORS_ORIGINS sent it.",
     404: "Not found, or not yours: job_not_found, image_not_found, key_not_found.",
     409: "illegal_transition: the job's state does not allow this.",
+    413: "body_too_large: the request body is over IMAGEGATE_MAX_BODY_BYTES.",
     422: "A field's value is refused; the problem names the field and its code.",
     429: "rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; "
     "names the policy hit.",
+    502: "The image provider behind the server failed (upstream_error).",
     503: "queue_full, database_unavailable, or another dependency (Redis) is unavailable; "
     "with Retry-After.",
+    504: "wait_timeout: the job did not finish within the time the route waits.",
 }
 
 
@@ -51,16 +54,13 @@ class ProblemOut(BaseModel):
     field: str | None = None
 
 
-def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for these refusals, as problem+json."""
-    return {
-        status: {
-            "model": ProblemOut,
-            "description": REFUSALS[status],
-            "content": {MEDIA_TYPE: {}},
-        }
-        for status in statuses
-    }
+def documented(
+    *statuses: int, answers: Mapping[int, dict[str, Any]] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses``: a route's own refusals (api/openapi.py gives each its body and
+    headers), after what it documents of its other ``answers``."""
+    found: dict[int | str, dict[str, Any]] = {key: value for key, value in (answers or {}).items()}
+    return found | {status: {"description": REFUSALS[status]} for status in statuses}
 
 
 def problem(status: int, code: str, detail: str, instance: str, **extra: Any) -> JSONResponse:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from imagegate.api.deps import LinksDep, RuntimeDep, client_ip, credential_of
 from imagegate.api.image_headers import image_headers
+from imagegate.api.openapi import headers, refuses
 from imagegate.api.problems import documented
 from imagegate.api.schemas import JobOut
 from imagegate.errors import Forbidden, IllegalTransition, ImageNotFound
@@ -23,6 +24,7 @@ from imagegate.storage.encoding import FORMATS
 from imagegate.tenancy.principal import Principal
 
 
+@refuses(401, 403, 429)  # no admin credential, a key without the scope, too many failures
 def admin(runtime: RuntimeDep, request: Request) -> Principal:
     """The admin token, or a key with the admin scope."""
     credential = credential_of(request)
@@ -30,7 +32,7 @@ def admin(runtime: RuntimeDep, request: Request) -> Principal:
 
 
 AdminDep = Annotated[Principal, Depends(admin)]
-router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=documented(401, 403))
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
 def tenant_filter(principal: Principal) -> str | None:
@@ -58,13 +60,13 @@ def review_queue(principal: AdminDep, runtime: RuntimeDep, links: LinksDep) -> l
     return [JobOut.of(job, links) for job in held]
 
 
-@router.post("/reviews/{job_id}/approve", response_model=JobOut)
+@router.post("/reviews/{job_id}/approve", response_model=JobOut, responses=documented(404, 409))
 def approve(job_id: str, principal: AdminDep, runtime: RuntimeDep, links: LinksDep) -> JobOut:
     job = held_job(runtime, principal, job_id)
     return JobOut.of(_decide(runtime, job, reviewer(principal), approve=True), links)
 
 
-@router.post("/reviews/{job_id}/reject", response_model=JobOut)
+@router.post("/reviews/{job_id}/reject", response_model=JobOut, responses=documented(404, 409))
 def reject(job_id: str, principal: AdminDep, runtime: RuntimeDep, links: LinksDep) -> JobOut:
     job = held_job(runtime, principal, job_id)
     return JobOut.of(_decide(runtime, job, reviewer(principal), approve=False), links)
@@ -73,7 +75,16 @@ def reject(job_id: str, principal: AdminDep, runtime: RuntimeDep, links: LinksDe
 @router.get(
     "/reviews/{job_id}/images/{index}",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}},
+    responses=documented(
+        404,
+        answers={
+            200: {
+                "content": {kind: {} for kind in FORMATS.values()},
+                "description": "The withheld image, in the job's output format.",
+            }
+            | headers("Cache-Control", "Content-Disposition"),
+        },
+    ),
 )
 def withheld_image(principal: AdminDep, runtime: RuntimeDep, job_id: str, index: int) -> Response:
     """An image the output gate withheld (quarantined), for the reviewer to look at."""

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query, Response
 
 from imagegate.api.deps import LinksDep, Reader, RuntimeDep
 from imagegate.api.image_headers import image_headers
+from imagegate.api.openapi import headers
 from imagegate.api.problems import documented
 from imagegate.api.submission import end_user
 from imagegate.errors import ImageNotFound
@@ -53,13 +54,19 @@ def list_images(
 @router.get(
     "/{image_id}",
     response_class=Response,
-    responses={
-        200: {
-            "content": {kind: {} for kind in FORMATS.values()},
-            "description": "The image, in the job's output format.",
+    responses=documented(
+        403,
+        404,
+        answers={
+            200: {
+                "content": {kind: {} for kind in FORMATS.values()},
+                "description": "The image, in the job's output format.",
+            }
+            | headers("ETag", "Cache-Control", "Content-Disposition"),
+            304: {"description": "Not modified: the If-None-Match tag is the image's."}
+            | headers("ETag", "Cache-Control"),
         },
-        304: {"description": "Not modified: the If-None-Match tag is the image's."},
-    },
+    ),
 )
 def get_image(
     image_id: str,

@@ -17,6 +17,7 @@ from imagegate.api.deps import (
     client_ip,
 )
 from imagegate.api.image_headers import image_headers
+from imagegate.api.openapi import headers
 from imagegate.api.problems import documented
 from imagegate.api.schemas import JobCreate, JobOut, JobPage
 from imagegate.api.submission import end_user, submit
@@ -28,10 +29,25 @@ from imagegate.jobs.states import Status
 from imagegate.runtime import Runtime
 from imagegate.storage.keys import preview_key
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=documented(401, 403, 429))
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-@router.post("", status_code=202, response_model=JobOut, responses=documented(402, 503))
+SUBMITTED = headers(
+    "Location",
+    "Cache-Status",
+    "Idempotent-Replayed",
+    "RateLimit-Policy",
+    "RateLimit",
+    "Retry-After",
+)
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobOut,
+    responses=documented(402, 503, answers={202: SUBMITTED}),
+)
 def submit_job(
     body: JobCreate,
     runtime: RuntimeDep,
@@ -78,7 +94,11 @@ def submit_job(
     return view.model_copy(update={"warnings": list(submitted.warnings)})
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get(
+    "/{job_id}",
+    response_model=JobOut,
+    responses=documented(404, answers={200: headers("Retry-After")}),
+)
 def get_job(
     job_id: str, runtime: RuntimeDep, principal: Reader, links: LinksDep, response: Response
 ) -> JobOut:
@@ -112,13 +132,15 @@ def list_jobs(
     return JobPage(data=[JobOut.of(job, links) for job in page], next_cursor=next_cursor)
 
 
-@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
+@router.post(
+    "/{job_id}/cancel", status_code=202, response_model=JobOut, responses=documented(404, 409)
+)
 def cancel_job(job_id: str, runtime: RuntimeDep, principal: Writer, links: LinksDep) -> JobOut:
     """Queued: canceled at once. Generating: stops at its next step. Finished: 409."""
     return JobOut.of(runtime.store.cancel(job_id, principal.tenant, principal.user), links)
 
 
-@router.get("/{job_id}/webhooks")
+@router.get("/{job_id}/webhooks", responses=documented(404))
 def list_webhook_deliveries(
     job_id: str, runtime: RuntimeDep, principal: Reader
 ) -> dict[str, list[dict[str, Any]]]:
@@ -130,7 +152,14 @@ def list_webhook_deliveries(
 @router.get(
     "/{job_id}/previews/{step}",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "A low-resolution preview."}},
+    responses=documented(
+        403,
+        404,
+        answers={
+            200: {"content": {"image/png": {}}, "description": "A low-resolution preview."}
+            | headers("Cache-Control", "Content-Disposition"),
+        },
+    ),
 )
 def get_preview(
     job_id: str,

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Request, Response
 
 from imagegate.api.deps import IdempotencyKeyHeader, LinksDep, Reader, RuntimeDep, Writer, client_ip
+from imagegate.api.openapi import headers
 from imagegate.api.problems import documented
 from imagegate.api.schemas import LegacyGenerateIn, LegacyGenerateOut, LegacyStatusOut
 from imagegate.api.submission import submit
@@ -15,10 +16,16 @@ from imagegate.errors import InvalidField
 from imagegate.jobs.specs import JobRequest, build_spec
 from imagegate.jobs.states import Status
 
-router = APIRouter(tags=["original API"], responses=documented(401, 403, 429))
+router = APIRouter(tags=["original API"])
 
 
-@router.post("/generate", response_model=LegacyGenerateOut, responses=documented(402, 503))
+@router.post(
+    "/generate",
+    response_model=LegacyGenerateOut,
+    responses=documented(
+        402, 503, answers={200: headers("Cache-Status", "RateLimit-Policy", "RateLimit")}
+    ),
+)
 def generate(
     runtime: RuntimeDep,
     principal: Writer,
@@ -46,7 +53,11 @@ def generate(
     return LegacyGenerateOut(job_id=job.id, status=job.status, check_url=links.status(job.id))
 
 
-@router.get("/status/{job_id}", response_model=LegacyStatusOut)
+@router.get(
+    "/status/{job_id}",
+    response_model=LegacyStatusOut,
+    responses=documented(404, answers={200: headers("Retry-After")}),
+)
 def status(
     job_id: str, runtime: RuntimeDep, principal: Reader, links: LinksDep, response: Response
 ) -> LegacyStatusOut:

@@ -18,7 +18,7 @@ from imagegate.jobs.specs import check_prompt
 from imagegate.runtime import Runtime
 from imagegate.safety.verdict import Verdict
 
-router = APIRouter(prefix="/v1", tags=["safety"], responses=documented(401, 403, 429))
+router = APIRouter(prefix="/v1", tags=["safety"])
 
 
 class ModerationIn(BaseModel):

@@ -20,7 +20,7 @@ from imagegate.runtime import Runtime
 from imagegate.tenancy.principal import Principal, Scope
 
 MAX_EVENT_ID = 2**63 - 1  # event ids are 64-bit: a larger one is a 422, not a crash
-router = APIRouter(prefix="/v1/jobs", tags=["events"], responses=documented(401, 403, 429))
+router = APIRouter(prefix="/v1/jobs", tags=["events"])
 
 
 def existing_job(job_id: str, runtime: RuntimeDep, principal: Reader) -> str:
@@ -29,7 +29,7 @@ def existing_job(job_id: str, runtime: RuntimeDep, principal: Reader) -> str:
     return runtime.store.get(job_id, principal.tenant, principal.user).id
 
 
-@router.get("/{job_id}/events", response_class=EventSourceResponse)
+@router.get("/{job_id}/events", response_class=EventSourceResponse, responses=documented(404, 503))
 async def job_events(
     job_id: Annotated[str, Depends(existing_job)],
     runtime: RuntimeDep,

@@ -31,7 +31,7 @@ from imagegate.tenancy.principal import Principal
 from imagegate.tenancy.records import TenantRecord
 from imagegate.usage.budgets import Budget, budget_of, check_currency
 
-router = APIRouter(prefix="/v1", responses=documented(401, 403))
+router = APIRouter(prefix="/v1")
 ADMIN: list[str | Enum] = ["admin"]
 
 
@@ -62,7 +62,9 @@ def list_keys(
     return {"data": [KeyOut.of(key) for key in runtime.keys.list_keys(scope)]}
 
 
-@router.post("/admin/keys/{key_id}/revoke", response_model=KeyOut, tags=ADMIN)
+@router.post(
+    "/admin/keys/{key_id}/revoke", response_model=KeyOut, tags=ADMIN, responses=documented(404)
+)
 def revoke_key(key_id: str, principal: AdminDep, runtime: RuntimeDep) -> KeyOut:
     """Refused at once here, and on every replica within IMAGEGATE_KEY_CACHE_S (1 s)."""
     return KeyOut.of(runtime.keys.revoke(key_id, tenant_filter(principal)))
@@ -86,13 +88,15 @@ def put_tenant(tenant: str, body: TenantPut, principal: AdminDep, runtime: Runti
     return _tenant_out(runtime, runtime.keys.put_tenant(tenant, **values))
 
 
-@router.get("/admin/tenants/{tenant}", response_model=TenantOut, tags=ADMIN)
+@router.get(
+    "/admin/tenants/{tenant}", response_model=TenantOut, tags=ADMIN, responses=documented(404)
+)
 def get_tenant(tenant: str, principal: AdminDep, runtime: RuntimeDep) -> TenantOut:
     _own_tenant(principal, tenant)
     return _tenant_out(runtime, runtime.keys.require_tenant(tenant))
 
 
-@router.get("/admin/tenants/{tenant}/alerts", tags=ADMIN)
+@router.get("/admin/tenants/{tenant}/alerts", tags=ADMIN, responses=documented(404))
 def tenant_alerts(
     tenant: str, principal: AdminDep, runtime: RuntimeDep
 ) -> dict[str, list[dict[str, Any]]]:

@@ -13,11 +13,11 @@ from imagegate.errors import InvalidField, TenantNotFound
 from imagegate.tenancy.principal import Principal
 from imagegate.usage.reports import GROUPS
 
-router = APIRouter(prefix="/v1", tags=["usage"], responses=documented(401, 403, 422, 429))
+router = APIRouter(prefix="/v1", tags=["usage"])
 DEFAULT_SPAN = {"1h": timedelta(days=1), "1d": timedelta(days=30)}
 
 
-@router.get("/usage")
+@router.get("/usage", responses=documented(404))
 def usage(
     principal: UsageReader,
     runtime: RuntimeDep,
