@@ -8,10 +8,11 @@ tested on detections in NudeNet's own output shape.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from imagegate.generators.sketch_scene import render
 from imagegate.safety.output import DEFAULT_THRESHOLDS, OutputModerator, shared_detector
@@ -132,3 +133,56 @@ def test_the_detector_gets_the_image_as_rgba_pixels() -> None:
     (pixels,) = detector.seen
     assert pixels.shape == (48, 64, 4)
     assert tuple(pixels[0, 0]) == (120, 180, 240, 255)
+
+
+def grainy(image: Image.Image) -> Image.Image:
+    """The image under fixed blurred noise: detail everywhere, as in a photograph."""
+    noise = Image.frombytes("L", image.size, random.Random(3).randbytes(image.width * image.height))
+    grain = noise.filter(ImageFilter.GaussianBlur(1.2))
+    return Image.blend(image, Image.merge("RGB", [grain] * 3), 0.15)
+
+
+TESTS_IMAGES = [
+    landscape(),
+    landscape(320, 640).convert("L"),
+    render("a lighthouse at dusk", None, 512, 512, 7),
+    render("a forest cabin at night", "watercolor", 384, 256, 1),
+    render("people on a beach at noon", "photorealistic", 512, 512, 3),
+    skin_toned_figure(),
+    grainy(skin_toned_figure()),
+    grainy(render("people on a beach at noon", "photorealistic", 512, 512, 3)),
+]
+
+
+@pytest.mark.parametrize("image", TESTS_IMAGES)
+def test_the_lean_post_processing_returns_what_nudenet_returns(image: Image.Image) -> None:
+    """The same model output, through NudeNet's own loop and through the array version:
+    the same labels, scores and boxes, in the same order."""
+    import numpy as np
+    from nudenet.nudenet import _postprocess, _read_image
+
+    from imagegate.safety.detector import LeanNudeDetector, detections
+
+    detector = LeanNudeDetector()
+    blob, x_ratio, y_ratio, x_pad, y_pad, width, height = _read_image(
+        np.asarray(image.convert("RGBA")), detector.size
+    )
+    output = detector.session.run(None, {detector.input_name: blob})
+    size = detector.size
+    expected = _postprocess(output, x_pad, y_pad, x_ratio, y_ratio, width, height, size, size)
+    assert detections(output[0], (width, height), (x_pad, y_pad), size) == expected
+
+
+def test_the_lean_detector_decides_as_stock_nudenet_does() -> None:
+    """Stock ``nudenet.NudeDetector`` (its own session and loop) and ours flag the same
+    images, for the same labels, with the same scores."""
+    import nudenet
+
+    stock = OutputModerator(detector=nudenet.NudeDetector())
+    ours = OutputModerator()
+    verdicts = [(stock.check(image), ours.check(image)) for image in TESTS_IMAGES]
+    assert [s.flagged for s, _ in verdicts] == [o.flagged for _, o in verdicts]
+    assert sum(o.flagged for _, o in verdicts) == 2  # the figure, plain and grainy
+    for expected, verdict in verdicts:
+        assert (verdict.categories, verdict.reasons) == (expected.categories, expected.reasons)
+        assert verdict.scores["nudenet"] == pytest.approx(expected.scores["nudenet"], abs=1e-3)

@@ -1,11 +1,11 @@
 """Output moderation: NudeNet looks at each generated image before it is stored.
 
-NudeNet's detector (``nudenet.NudeDetector``, an ONNX model shipped inside the package,
-run on the CPU) finds body parts and gives each a label and a score. An image is refused
-when a label with a threshold is found at or above it. Only the exposed labels have one by
-default; ``IMAGEGATE_NUDENET_THRESHOLDS`` (JSON, label to score) changes or adds some,
-and a threshold above 1 turns a label off. The detector loads once per process, on first
-use.
+NudeNet's detector (its ONNX model shipped inside the package, run on the CPU by
+:mod:`imagegate.safety.detector`) finds body parts and gives each a label and a score. An
+image is refused when a label with a threshold is found at or above it. Only the exposed
+labels have one by default; ``IMAGEGATE_NUDENET_THRESHOLDS`` (JSON, label to score)
+changes or adds some, and a threshold above 1 turns a label off. The detector loads once
+per process, on first use.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
@@ -84,7 +83,9 @@ class _LazyNudeDetector:
     def detect(self, image: Any) -> list[dict[str, Any]]:
         with self._lock:
             if self._detector is None:
-                self._detector = _single_threaded_detector()
+                from imagegate.safety.detector import LeanNudeDetector
+
+                self._detector = LeanNudeDetector()
         detections: list[dict[str, Any]] = self._detector.detect(image)
         return detections
 
@@ -93,21 +94,3 @@ class _LazyNudeDetector:
 def shared_detector() -> Detector:
     """The process's one NudeNet detector."""
     return _LazyNudeDetector()
-
-
-def _single_threaded_detector() -> Any:
-    """NudeNet's detector on an ONNX session with one intra-op thread: a check takes a
-    little longer, but no longer fights the API and the model for every core (it runs
-    beside the next generation, on the worker's finishing thread)."""
-    import nudenet  # type: ignore[import-untyped]
-    import onnxruntime  # type: ignore[import-untyped]
-
-    detector = nudenet.NudeDetector()
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    model = str(Path(nudenet.__file__).parent / "320n.onnx")  # the model it bundles
-    detector.onnx_session = onnxruntime.InferenceSession(
-        model, sess_options=options, providers=["CPUExecutionProvider"]
-    )
-    return detector
