@@ -29,7 +29,8 @@ RFC 9457 problem+json in one place (:mod:`imagegate.api.problems`)::
     │   ├── DatabaseUnavailable           the database is restarting or unreachable
     │   ├── StorageUnavailable            the image storage (S3) cannot be reached
     │   ├── ModelUnavailable              the model is missing; says how to fetch it
-    │   └── QueueFull                     the queue is at IMAGEGATE_MAX_QUEUE_DEPTH
+    │   ├── QueueFull                     the queue is at IMAGEGATE_MAX_QUEUE_DEPTH
+    │   └── TooManyStreams                open event streams at IMAGEGATE_MAX_EVENT_STREAMS
     ├── WaitTimeout (504)                 a request waiting for its job outlived the timeout
     ├── RemoteError (502)                 another ImageGate refused a client's request
     └── GenerationError (500)             raised inside a worker; recorded on the job
@@ -212,6 +213,13 @@ class QueueFull(ServiceUnavailable):
     """The queue is full; try again shortly."""
 
     code = "queue_full"
+
+
+class TooManyStreams(ServiceUnavailable):
+    """This server follows as many event streams as it may; try again shortly."""
+
+    code = "too_many_streams"
+    retry_after_s = 2
 
 
 class DatabaseUnavailable(ServiceUnavailable):

@@ -72,6 +72,14 @@ CACHE_LOOKUPS = Counter(
 BUDGET_ALERTS = Counter(
     "imagegate_budget_alerts", "Budget thresholds crossed.", ["tenant", "threshold"]
 )
+EVENT_STREAMS_OPEN = Gauge(
+    "imagegate_event_streams_open",
+    "Open event streams (SSE and WebSockets) in this process.",
+)
+EVENT_STREAMS_REFUSED = Counter(
+    "imagegate_event_streams_refused",
+    "Event streams refused because IMAGEGATE_MAX_EVENT_STREAMS were open.",
+)
 QUEUE_WAIT = Histogram(
     "imagegate_queue_wait_seconds",
     "Completed jobs: from creation to the start of the attempt that completed them.",
@@ -194,6 +202,13 @@ def _gpu_gauges(scrape: CollectorRegistry) -> None:
         ["device"],
         registry=scrape,
     )
+    peak = Gauge(
+        "imagegate_gpu_memory_peak_allocated_bytes",
+        "The most GPU memory this process's tensors have used at once since it started: "
+        "what the largest batch needed.",
+        ["device"],
+        registry=scrape,
+    )
     total = Gauge(
         "imagegate_gpu_memory_total_bytes", "The device's memory.", ["device"], registry=scrape
     )
@@ -201,6 +216,7 @@ def _gpu_gauges(scrape: CollectorRegistry) -> None:
         device = f"cuda:{index}"
         held.labels(device).set(cuda.memory_reserved(index))
         used.labels(device).set(cuda.memory_allocated(index))
+        peak.labels(device).set(cuda.max_memory_allocated(index))
         total.labels(device).set(cuda.get_device_properties(index).total_memory)
 
 

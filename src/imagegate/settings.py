@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     batch_window_ms: int = Field(default=25, ge=0, le=5000)  # how long to gather a batch
     poll_hint_s: int = Field(default=2, ge=1, le=60)  # Retry-After on unfinished jobs
     sse_keepalive_s: float = Field(default=15.0, gt=0)
+    # Slow clients (api/connections.py): open SSE and WebSocket streams per process, past
+    # which new ones are refused; a write the client reads nothing of for send_timeout_s
+    # aborts its connection; idle connections are closed.
+    max_event_streams: int = Field(default=1000, ge=1)
+    send_timeout_s: float = Field(default=30.0, gt=0)
+    keep_alive_timeout_s: int = Field(default=5, ge=1)  # between a connection's requests
+    header_timeout_s: float = Field(default=20.0, gt=0)  # for a request's headers to arrive
+    send_buffer_bytes: int | None = Field(default=None, ge=4096)  # per connection; unset: OS's
+    ws_ping_interval_s: float = Field(default=20.0, gt=0)  # a WebSocket's keep-alive pings
+    ws_ping_timeout_s: float = Field(default=20.0, gt=0)  # for the pong; else it is closed
     webhook_secret: SecretStr | None = None  # whsec_…; several, comma separated, to rotate
     webhook_allow_private: bool = False
     webhook_allow_networks: list[str] = Field(default_factory=list)
@@ -102,6 +112,16 @@ class Settings(BaseSettings):
     diffusers_cpu_offload: bool = False  # GPU only: keep idle submodels in RAM
     diffusers_taesd: str | None = None  # an AutoencoderTiny (dir or hub id) for previews
     diffusers_cpu_threads: int | None = Field(default=None, ge=1)  # default: cores - 1
+    # GPU tuning (docs/gpu.md). sdpa: torch's fused attention, diffusers' default on torch 2;
+    # eager: diffusers' classic processors, to compare or to debug.
+    diffusers_attention: Literal["sdpa", "eager"] = "sdpa"
+    diffusers_channels_last: bool = False  # NHWC memory for the UNet's and VAE's convolutions
+    # torch.compile of the UNet (or transformer) at warm-up, in this mode; reduce-overhead
+    # also replays CUDA graphs. Warm-up then runs at default_size, alone and at max_batch.
+    diffusers_compile: Literal[
+        "off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
+    ] = "off"
+    diffusers_compile_vae: bool = True  # with compile on: the VAE's decoder too
     # safety: the prompt pipeline, templates and output moderation (imagegate/safety/)
     safety_enabled: bool = True  # check every prompt before a job is recorded
     safety_review_warn: bool = False  # hold prompts with warn terms for a reviewer too

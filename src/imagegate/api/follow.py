@@ -86,6 +86,13 @@ def socket_links(websocket: WebSocket, runtime: Runtime) -> Links:
     return Links(runtime.settings.public_url or base, runtime.signer, runtime.presigner)
 
 
+async def refuse_busy(websocket: WebSocket, message: dict[str, Any]) -> None:
+    """Too many open streams: say why, then close with 1013 (Try Again Later)."""
+    await websocket.accept()
+    await websocket.send_json(message)
+    await websocket.close(code=1013, reason="Too many streams; try again later.")
+
+
 def render(event: JobEvent, links: Links) -> dict[str, Any]:
     """An event's public payload: stored references become signed URLs."""
     data = dict(event.data)

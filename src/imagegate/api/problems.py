@@ -36,8 +36,8 @@ REFUSALS = {
     429: "rate_limited or quota_exceeded, with Retry-After, RateLimit-Policy and RateLimit; "
     "names the policy hit.",
     502: "The image provider behind the server failed (upstream_error).",
-    503: "queue_full, database_unavailable, or another dependency (Redis) is unavailable; "
-    "with Retry-After.",
+    503: "queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS "
+    "are open), or another dependency (Redis) is unavailable; with Retry-After.",
     504: "wait_timeout: the job did not finish within the time the route waits.",
 }
 

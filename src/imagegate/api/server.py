@@ -17,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from imagegate.api.app import create_app
+from imagegate.api.connections import connection_protocols
 from imagegate.settings import Settings
 
 
@@ -67,13 +68,18 @@ class _DrainingServer(uvicorn.Server):
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """Trust ``X-Forwarded-For`` and ``-Proto`` only from the configured proxies. uvicorn
     trusts any local peer by default, which lets a caller on the host forge its address
-    (in the audit log, and for per-address rate limits). And cap WebSocket messages."""
+    (in the audit log, and for per-address rate limits). Cap WebSocket messages. And give
+    slow or silent clients timeouts (api/connections.py), so they cannot hold the server."""
     proxies = settings.trusted_proxies
     return {
         "proxy_headers": bool(proxies),
         "forwarded_allow_ips": ",".join(proxies) or None,
         # A WebSocket message is held to the HTTP body limit (uvicorn allows 16 MiB).
         "ws_max_size": settings.max_body_bytes,
+        "timeout_keep_alive": settings.keep_alive_timeout_s,
+        "ws_ping_interval": settings.ws_ping_interval_s,
+        "ws_ping_timeout": settings.ws_ping_timeout_s,
+        **connection_protocols(settings),
     }
 
 

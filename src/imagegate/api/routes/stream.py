@@ -7,18 +7,21 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
+import structlog
 from fastapi import APIRouter, Depends, Header, Query, WebSocket, WebSocketDisconnect
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from imagegate.api.deps import LinksDep, Reader, RuntimeDep, authenticate
-from imagegate.api.follow import follow, render, socket_links
+from imagegate.api.follow import follow, refuse_busy, render, socket_links
 from imagegate.api.links import Links
 from imagegate.api.problems import documented
-from imagegate.errors import ImageGateError
+from imagegate.errors import ImageGateError, TooManyStreams
 from imagegate.runtime import Runtime
 from imagegate.tenancy.principal import Principal, Scope
 
+log = structlog.get_logger(__name__)
 MAX_EVENT_ID = 2**63 - 1  # event ids are 64-bit: a larger one is a 422, not a crash
 router = APIRouter(prefix="/v1/jobs", tags=["events"])
 
@@ -29,9 +32,21 @@ def existing_job(job_id: str, runtime: RuntimeDep, principal: Reader) -> str:
     return runtime.store.get(job_id, principal.tenant, principal.user).id
 
 
+async def stream_slot(runtime: RuntimeDep) -> AsyncIterator[None]:
+    """A place among the open event streams, held until the stream ends (503 when none)."""
+    with runtime.streams.hold():
+        try:
+            yield
+        except* (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            # fastapi/fastapi#15725: a client that leaves (or is cut off) while events
+            # wait for it breaks FastAPI's keep-alive task; the stream is over either way.
+            log.debug("events.client_gone")
+
+
 @router.get("/{job_id}/events", response_class=EventSourceResponse, responses=documented(404, 503))
 async def job_events(
     job_id: Annotated[str, Depends(existing_job)],
+    _slot: Annotated[None, Depends(stream_slot)],
     runtime: RuntimeDep,
     links: LinksDep,
     last_event_id: Annotated[int | None, Header(ge=0, le=MAX_EVENT_ID)] = None,
@@ -55,8 +70,17 @@ async def job_socket(websocket: WebSocket, job_id: str) -> None:
     """Sends ``{"event", "id", "data"}`` messages until the job ends, then closes; a
     ``{"action": "cancel"}`` message cancels the job. The credential comes in the
     ``Authorization`` header or, from a browser, as ``?access_token=``. A refusal is an
-    ``error`` message, then a close with 4000 + its HTTP status (4401, 4403, 4404, 4429)."""
+    ``error`` message, then a close with 4000 + its HTTP status (4401, 4403, 4404, 4429),
+    or 1013 (try again later) while too many streams are open."""
     runtime: Runtime = websocket.app.state.runtime
+    try:
+        with runtime.streams.hold():
+            await _job_socket(websocket, runtime, job_id)
+    except TooManyStreams as exc:
+        await refuse_busy(websocket, {"event": "error", "data": error_payload(exc)})
+
+
+async def _job_socket(websocket: WebSocket, runtime: Runtime, job_id: str) -> None:
     await websocket.accept()
     try:
         principal = await run_in_threadpool(authenticate, runtime, websocket)

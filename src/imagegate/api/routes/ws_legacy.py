@@ -22,10 +22,10 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from imagegate.api.deps import authenticate, client_ip
-from imagegate.api.follow import follow, render, socket_links
+from imagegate.api.follow import follow, refuse_busy, render, socket_links
 from imagegate.api.schemas import LegacyGenerateIn
 from imagegate.api.submission import submit
-from imagegate.errors import ImageGateError
+from imagegate.errors import ImageGateError, TooManyStreams
 from imagegate.jobs.events import EventType, JobEvent
 from imagegate.jobs.specs import JobRequest, build_spec
 from imagegate.runtime import Runtime
@@ -40,6 +40,14 @@ PROMPTS_PER_SOCKET = 100
 @router.websocket("/ws/generate")
 async def generate_socket(websocket: WebSocket) -> None:
     runtime: Runtime = websocket.app.state.runtime
+    try:
+        with runtime.streams.hold():
+            await _generate_socket(websocket, runtime)
+    except TooManyStreams as exc:
+        await refuse_busy(websocket, {"status": "error", "message": exc.message, "code": exc.code})
+
+
+async def _generate_socket(websocket: WebSocket, runtime: Runtime) -> None:
     await websocket.accept()
     try:
         principal = await run_in_threadpool(authenticate, runtime, websocket)
