@@ -260,6 +260,92 @@ def test_options_attention_slicing_and_vae_tiling_keep_the_image(
     assert differ(one(tuned, request(seed=8))[0], one(generator, request(seed=8))[0]) <= TOLERANCE
 
 
+def test_channels_last_puts_the_convolutions_in_nhwc_and_keeps_the_image(
+    tiny_model: Path, generator: DiffusersGenerator
+) -> None:
+    nhwc = loaded(tiny_model, channels_last=True)
+    convolutions = [
+        nhwc.pipeline.unet.conv_in.weight,
+        nhwc.pipeline.vae.decoder.conv_in.weight,
+    ]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convolutions)
+    plain = generator.pipeline.unet.conv_in.weight
+    assert not plain.is_contiguous(memory_format=torch.channels_last)
+    assert differ(one(nhwc, request(seed=8))[0], one(generator, request(seed=8))[0]) <= TOLERANCE
+
+
+def test_eager_attention_swaps_sdpa_for_the_classic_processors(
+    tiny_model: Path, generator: DiffusersGenerator
+) -> None:
+    def processors(g: DiffusersGenerator) -> set[str]:
+        return {type(p).__name__ for p in g.pipeline.unet.attn_processors.values()}
+
+    eager = loaded(tiny_model, attention="eager")
+    assert (processors(generator), processors(eager)) == ({"AttnProcessor2_0"}, {"AttnProcessor"})
+    assert differ(one(eager, request(seed=8))[0], one(generator, request(seed=8))[0]) <= TOLERANCE
+
+
+class RecordingCompile:
+    """Stands in for ``torch.compile``, whose real inductor build takes minutes on this
+    CPU: it records each call's mode and the input shapes of every call it wraps."""
+
+    def __init__(self) -> None:
+        self.modes: list[str | None] = []
+        self.shapes: list[list[tuple[int, ...]]] = []
+
+    def __call__(self, fn: Callable[..., Any], **options: Any) -> Callable[..., Any]:
+        self.modes.append(options.get("mode"))
+        seen: list[tuple[int, ...]] = []
+        self.shapes.append(seen)
+
+        def compiled(*args: Any, **kwargs: Any) -> Any:
+            seen.append(tuple(args[0].shape))
+            return fn(*args, **kwargs)
+
+        return compiled
+
+
+def test_compile_wraps_the_unet_and_vae_and_runs_them_at_warm_up(
+    tiny_model: Path, make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = RecordingCompile()
+    monkeypatch.setattr(torch, "compile", recorder)
+    settings = make_settings(
+        backend="diffusers",
+        model=str(tiny_model),
+        diffusers_device="cpu",
+        diffusers_compile="max-autotune",
+        default_size=64,
+        default_guidance=7.5,
+        max_batch=3,
+    )
+    chosen = load_generator(settings)
+    chosen.load()
+    assert recorder.modes == ["max-autotune", "max-autotune"]  # the UNet, the VAE's decode
+    unet, vae = ({shape[0] for shape in seen} for seen in recorder.shapes)
+    # Warm-up ran the service's shapes: 1 and 3 images, each doubled by guidance (CFG).
+    assert (unet, vae) == ({2, 6}, {1, 3})
+    assert {shape[2:] for shape in recorder.shapes[0]} == {(8, 8)}  # 64 px, in latents
+    recorder.shapes[0].clear()
+    assert isinstance(chosen, DiffusersGenerator)
+    chosen.generate([request()], ignore)
+    assert len(recorder.shapes[0]) == STEPS  # jobs run the compiled UNet too
+
+
+def test_without_compile_nothing_is_compiled_and_warm_up_stays_tiny(
+    tiny_model: Path, make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = RecordingCompile()
+    monkeypatch.setattr(torch, "compile", recorder)
+    settings = make_settings(backend="diffusers", model=str(tiny_model), max_batch=8)
+    chosen = load_generator(settings)
+    assert isinstance(chosen, DiffusersGenerator)
+    assert chosen.options.compile == "off"
+    assert [(r.width, r.n, r.steps) for r in chosen.options.warm_up] == [(64, 1, 1)]
+    with pytest.raises(ValidationError):
+        make_settings(diffusers_compile="fastest")
+
+
 # diffusers' Euler schedulers hand a tensor to np.array(), which numpy 2 flags (harmless).
 @pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 def test_the_scheduler_is_chosen_by_class_name(tiny_model: Path) -> None:

@@ -221,6 +221,9 @@ class StandInCuda:
     def memory_allocated(self, index: int) -> int:
         return (index + 1) * 2**29
 
+    def max_memory_allocated(self, index: int) -> int:
+        return (index + 1) * 3 * 2**28
+
     def get_device_properties(self, index: int) -> Any:
         return SimpleNamespace(total_memory=80 * 2**30)
 
@@ -230,6 +233,7 @@ def test_gpu_memory_is_exported_where_cuda_is_in_use(monkeypatch: pytest.MonkeyP
     body = exposition(None).decode()
     assert value(body, "imagegate_gpu_memory_bytes", device="cuda:1") == 2 * 2**30
     assert value(body, "imagegate_gpu_memory_allocated_bytes", device="cuda:0") == 2**29
+    assert value(body, "imagegate_gpu_memory_peak_allocated_bytes", device="cuda:1") == 6 * 2**28
     assert value(body, "imagegate_gpu_memory_total_bytes", device="cuda:0") == 80 * 2**30
     # CUDA not initialised (a CPU worker with torch imported): no context made for a scrape.
     monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=StandInCuda(False)))

@@ -10,7 +10,14 @@ runs out of memory is split in halves and retried, and the smaller size is remem
 Progress goes to ``on_step`` after every denoising step, with a cheap preview of each
 request's first image every ``preview_every`` steps: a linear latent-to-RGB guess, or
 TAESD when one is configured. An exception from ``on_step`` (cancel, timeout, shutdown)
-stops the pipeline within that step and propagates.
+stops the pipeline within that step and propagates. Only preview steps read the latents
+back from the device: the other steps' callbacks leave the GPU's queue running ahead.
+
+On a GPU the options are settings (docs/gpu.md): bf16 or fp16, torch's SDPA attention
+(diffusers' default on torch 2), ``channels_last``, and ``torch.compile`` of the UNet (or
+transformer) and the VAE's decoder, compiled during warm-up at the service's default size,
+guidance and batch sizes so that the first job does not pay for it; the ``reduce-overhead``
+mode replays CUDA graphs. Every call runs with the model's device current.
 
 torch and diffusers are imported here only; :mod:`imagegate.generators` imports this
 module when the ``diffusers`` backend is chosen.
@@ -18,10 +25,12 @@ module when the ``diffusers`` backend is chosen.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +52,7 @@ log = structlog.get_logger(__name__)
 DEFAULT_MODEL = "stabilityai/sd-turbo"
 PREVIEW_SIZE = 128  # TAESD previews are shrunk to fit; latent previews are smaller already
 WARM_UP = GenerationRequest("warm-up", "warm up", None, None, 64, 64, 1, 0.0, 0)
+WARM_UP_STEPS = 2  # a compiled model's shapes do not depend on the steps
 
 # Stable Diffusion 1.x/2.x latents to approximate RGB in [-1, 1] (rows: latent channels).
 SD_LATENT_RGB = (
@@ -63,6 +73,11 @@ class DiffusersOptions:
     cpu_offload: bool = False
     taesd: str | None = None
     cpu_threads: int | None = None  # on the CPU; default: all cores but one, left to the API
+    attention: str = "sdpa"  # sdpa: diffusers' default on torch 2; eager: the classic one
+    channels_last: bool = False  # the UNet's and VAE's convolutions in NHWC
+    compile: str = "off"  # off, or a torch.compile mode (reduce-overhead: CUDA graphs)
+    compile_vae: bool = True  # with compile: the VAE's decoder too
+    warm_up: tuple[GenerationRequest, ...] = (WARM_UP,)  # generated in turn by load()
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +115,11 @@ class DiffusersGenerator:
             cpu_offload=settings.diffusers_cpu_offload,
             taesd=settings.diffusers_taesd,
             cpu_threads=settings.diffusers_cpu_threads,
+            attention=settings.diffusers_attention,
+            channels_last=settings.diffusers_channels_last,
+            compile=settings.diffusers_compile,
+            compile_vae=settings.diffusers_compile_vae,
+            warm_up=warm_up_requests(settings),
         )
         return cls(settings.model or DEFAULT_MODEL, options, settings.preview_every)
 
@@ -108,7 +128,7 @@ class DiffusersGenerator:
         return self._model
 
     def load(self) -> None:
-        """Load the pipeline (once) and warm it up with one tiny generation."""
+        """Load the pipeline (once), tune it, and warm it up (``options.warm_up``)."""
         if self.pipeline is not None:
             return
         dtype = resolve_dtype(self.options.dtype, self.device)
@@ -118,12 +138,29 @@ class DiffusersGenerator:
             threads = self.options.cpu_threads or max(1, (os.cpu_count() or 2) - 1)
             torch.set_num_threads(threads)
         pipe = _from_pretrained(self._model, dtype)
-        self._configure(pipe)
-        if self.options.taesd:
-            self.taesd = _load_taesd(self.options.taesd, dtype, self.device)
+        with self._on_device():
+            self._configure(pipe)
+            self._tune(pipe)
+            if self.options.taesd:
+                self.taesd = _load_taesd(self.options.taesd, dtype, self.device)
         self.pipeline = pipe
         log.info("diffusers.loaded", model=self._model, device=self.device, dtype=str(dtype))
-        self.generate([WARM_UP], lambda info: None)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Generate the warm-up requests: a compiled model compiles here, not in a job."""
+        started = time.monotonic()
+        for request in self.options.warm_up:
+            self.generate([request], lambda info: None)
+        took = round(time.monotonic() - started, 2)
+        log.info("diffusers.warmed_up", seconds=took, compile=self.options.compile)
+
+    def _on_device(self) -> contextlib.AbstractContextManager[Any]:
+        """The model's GPU as the thread's current device (each worker thread has its own):
+        allocations, generators and kernels go where the weights are."""
+        if self.device.startswith("cuda"):
+            return torch.cuda.device(self.device)
+        return contextlib.nullcontext()
 
     def _configure(self, pipe: Any) -> None:
         pipe.set_progress_bar_config(disable=True)
@@ -138,6 +175,15 @@ class DiffusersGenerator:
         if self.options.vae_tiling:
             pipe.vae.enable_tiling()
 
+    def _tune(self, pipe: Any) -> None:
+        if self.options.attention == "eager" and not self.options.attention_slicing:
+            _eager_attention(pipe)  # (slicing has replaced SDPA already)
+        if self.options.channels_last:
+            for module in _convolutional(pipe):
+                module.to(memory_format=torch.channels_last)
+        if self.options.compile != "off":
+            _compile(pipe, self.options.compile, self.options.compile_vae)
+
     def generate(
         self, batch: Sequence[GenerationRequest], on_step: StepCallback
     ) -> list[list[Image]]:
@@ -147,7 +193,7 @@ class DiffusersGenerator:
             raise GenerationError("A batch must share its size, steps and guidance.")
         items = _flatten(batch)
         reporter = _StepReporter(on_step, len(batch), self)
-        with self._lock:
+        with self._lock, self._on_device():
             images = self._run_in_chunks(items, batch[0], reporter)
         return _regroup(batch, images)
 
@@ -357,6 +403,49 @@ def _load_taesd(source: str, dtype: torch.dtype, device: str) -> Any:
         message = _missing_model_message(source, reason, "IMAGEGATE_DIFFUSERS_TAESD")
         raise ModelUnavailable(message) from None
     return taesd.to(device).eval()
+
+
+def warm_up_requests(settings: Settings) -> tuple[GenerationRequest, ...]:
+    """One tiny generation; with compile on, the shapes jobs will have instead: the default
+    size and guidance (guidance above 1 doubles the UNet's batch), alone and as a full
+    batch. Another size or batch size compiles on first use, then shapes turn dynamic."""
+    if settings.diffusers_compile == "off":
+        return (WARM_UP,)
+    size, guidance = settings.default_size, settings.default_guidance
+    return tuple(
+        GenerationRequest(
+            "warm-up", "warm up", None, None, size, size, WARM_UP_STEPS, guidance, 0, n
+        )
+        for n in sorted({1, settings.max_batch})
+    )
+
+
+def _denoiser(pipe: Any) -> Any:
+    """The UNet, or the transformer of the DiT pipelines (SD3, FLUX)."""
+    return getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+
+
+def _convolutional(pipe: Any) -> Iterator[Any]:
+    """The models whose convolutions channels_last speeds up: the UNet and the VAE."""
+    for name in ("unet", "vae"):
+        module = getattr(pipe, name, None)
+        if module is not None:
+            yield module
+
+
+def _eager_attention(pipe: Any) -> None:
+    """diffusers' classic attention processors instead of SDPA, where a model has them."""
+    for module in _convolutional(pipe):
+        if hasattr(module, "set_default_attn_processor"):
+            module.set_default_attn_processor()
+
+
+def _compile(pipe: Any, mode: str, vae: bool) -> None:
+    """Compile in place: the pipeline calls the UNet's forward and the VAE's decode. The
+    compilation itself happens on the first calls, which warm-up makes."""
+    _denoiser(pipe).compile(mode=mode)
+    if vae and getattr(pipe, "vae", None) is not None:
+        pipe.vae.decode = torch.compile(pipe.vae.decode, mode=mode)
 
 
 def _is_out_of_memory(exc: RuntimeError) -> bool:

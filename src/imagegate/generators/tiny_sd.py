@@ -28,7 +28,7 @@ def build_tiny_sd(path: Path) -> Path:
     from diffusers import StableDiffusionPipeline
 
     torch.manual_seed(SEED)
-    tokenizer = _tokenizer(path / "tokenizer")
+    tokenizer = byte_tokenizer(path / "tokenizer")
     pipe = StableDiffusionPipeline(
         vae=_vae(),
         text_encoder=_text_encoder(len(tokenizer)),
@@ -107,8 +107,10 @@ def _scheduler() -> Any:
     )
 
 
-def _tokenizer(folder: Path) -> Any:
-    """A byte-level CLIP tokenizer without merges: every character is one token.
+def byte_tokenizer(folder: Path) -> Any:
+    """A byte-level CLIP tokenizer without merges, saved in ``folder``: every character is
+    one token, and its 514 ids are below any CLIP vocabulary's size (random_sd.py uses it
+    beside full-size text encoders: a vocabulary costs the UNet nothing).
 
     Its vocab.json and merges.txt stay next to the tokenizer.json that ``save_pretrained``
     adds, so that transformers releases with and without fast tokenizers both load it.
@@ -116,13 +118,13 @@ def _tokenizer(folder: Path) -> Any:
     from transformers import CLIPTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = {token: i for i, token in enumerate(_vocabulary())}
+    vocab = {token: i for i, token in enumerate(byte_vocabulary())}
     (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
     return CLIPTokenizer.from_pretrained(folder, model_max_length=MAX_TOKENS)
 
 
-def _vocabulary() -> list[str]:
+def byte_vocabulary() -> list[str]:
     """The special tokens, then CLIP's 256 byte characters, alone and ending a word."""
     printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
     others = [b for b in range(256) if b not in printable]
