@@ -19,13 +19,14 @@ from imagegate.api.links import Links
 from imagegate.generators import Generator, load_generator
 from imagegate.generators.families import with_family_defaults
 from imagegate.intake import IntakeDesk
-from imagegate.jobs.database import create_db_engine, upgrade
+from imagegate.jobs.database import create_db_engine, create_read_engine, upgrade
 from imagegate.jobs.events import CHANNEL, EventHub
 from imagegate.jobs.queue_stats import queue_stats
 from imagegate.jobs.store import JobStore
 from imagegate.jobs.wakeup import PostgresListener, conninfo
 from imagegate.limits.gatekeeper import Gatekeeper
 from imagegate.limits.ratelimit import RateLimiter
+from imagegate.limits.streams import StreamSlots
 from imagegate.retention import Sweeper, policy_of
 from imagegate.settings import Settings
 from imagegate.storage import Presigner, Storage, open_presigner, open_storage
@@ -53,6 +54,7 @@ class Runtime:
         settings = with_family_defaults(settings)
         self.settings = settings
         self.engine = create_db_engine(settings)
+        self.reader = create_read_engine(settings, self.engine)
         if settings.auto_migrate:
             upgrade(self.engine)
         self.pricing = Pricing(
@@ -68,6 +70,7 @@ class Runtime:
             pricing=self.pricing,
             fair_share_window_s=settings.fair_share_window_s if settings.fair_share else None,
             cache_ttl_s=settings.cache_ttl_days * 86400,
+            reader=self.reader,
         )
         self.keys = KeyStore(self.engine, cache_s=settings.key_cache_s)
         self.tokens = TokenSigner(settings.signing_key)
@@ -82,6 +85,7 @@ class Runtime:
         self.signer = UrlSigner(settings.signing_key, settings.signed_url_ttl_s, previous)
         self.intake = IntakeDesk(settings, self.store)
         self.hub = EventHub()
+        self.streams = StreamSlots(settings.max_event_streams)  # SSE and WebSockets
         self.store.publishers.append(self.hub.publish)
         self.guard = WebhookGuard(settings.webhook_allow_private, settings.webhook_allow_networks)
         self._listener: PostgresListener | None = None
@@ -279,3 +283,4 @@ class Runtime:
         if callable(close):
             close()
         self.engine.dispose()
+        self.reader.dispose()

@@ -89,7 +89,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Status */
+        /**
+         * Status
+         * @description The job's state, and its image's URL once it is completed. While it is unfinished,
+         *     `Retry-After` says when to poll again.
+         */
         get: operations["status_status__job_id__get"];
         put?: never;
         post?: never;
@@ -439,7 +443,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Get Job */
+        /**
+         * Get Job
+         * @description The job, with its place in the queue while it waits. While it is unfinished,
+         *     `Retry-After` says when to poll again (or follow `/events`).
+         */
         get: operations["get_job_v1_jobs__job_id__get"];
         put?: never;
         post?: never;
@@ -1410,7 +1418,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -1489,7 +1497,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -1535,7 +1543,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -1646,7 +1654,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -1751,7 +1759,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -1840,7 +1848,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -1940,7 +1948,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -2051,7 +2059,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -2160,7 +2168,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -2245,7 +2253,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -2365,7 +2373,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -2481,7 +2489,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -2601,7 +2609,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -2688,7 +2696,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -2797,7 +2805,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -2910,7 +2918,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -3023,7 +3031,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -3134,7 +3142,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -3237,7 +3245,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -3351,7 +3359,7 @@ export interface operations {
                     "application/json": components["schemas"]["OpenAIErrorOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -3459,7 +3467,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -3563,7 +3571,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -3702,7 +3710,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -3813,7 +3821,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -3933,7 +3941,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -4047,7 +4055,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -4137,7 +4145,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -4250,7 +4258,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -4335,7 +4343,7 @@ export interface operations {
                     "application/json": components["schemas"]["OpenAIErrorOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -4448,7 +4456,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -4533,7 +4541,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -4620,7 +4628,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */
@@ -4739,7 +4747,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
-            /** @description queue_full, database_unavailable, or another dependency (Redis) is unavailable; with Retry-After. */
+            /** @description queue_full, database_unavailable, too_many_streams (IMAGEGATE_MAX_EVENT_STREAMS are open), or another dependency (Redis) is unavailable; with Retry-After. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again (on a 429 or 503), or before the next poll of an unfinished job. */

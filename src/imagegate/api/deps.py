@@ -18,10 +18,16 @@ from imagegate.tenancy.keys import KEY_PREFIX
 from imagegate.tenancy.principal import Principal, Scope
 
 
-@refuses(503)  # what uses the runtime may find the database (or Redis) away
-def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
+def runtime_of(connection: HTTPConnection) -> Runtime:
+    runtime: Runtime = connection.app.state.runtime
     return runtime
+
+
+@refuses(503)  # what uses the runtime may find the database (or Redis) away
+async def get_runtime(request: Request) -> Runtime:
+    """Async, as the dependencies that only read are: a sync one costs a trip to the
+    thread pool."""
+    return runtime_of(request)
 
 
 def credential_of(connection: HTTPConnection) -> str | None:
@@ -57,9 +63,17 @@ BEARER = HTTPBearer(
 )
 
 
-def requires(scope: Scope | None) -> Callable[..., Principal]:
+def authorized(runtime: Runtime, connection: HTTPConnection, scope: Scope | None) -> Principal:
     """The caller, authenticated and counted, with ``scope`` (None: any valid credential).
-    One dependency per route, so a request takes one trip to the thread pool for it."""
+    It may block (a key's lookup, Redis): call it from a thread."""
+    found = authenticate(runtime, connection)  # reads the credential itself (credential_of)
+    if scope is not None:
+        found.require(scope)
+    return found
+
+
+def requires(scope: Scope | None) -> Callable[..., Principal]:
+    """The caller, as a dependency: one per route, so it takes one trip to the thread pool."""
 
     @refuses(401, 403, 429, 503)  # a credential, its scope, its limits, the limits' store
     def principal(
@@ -67,18 +81,32 @@ def requires(scope: Scope | None) -> Callable[..., Principal]:
         runtime: Annotated[Runtime, Depends(get_runtime)],
         _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
     ) -> Principal:
-        found = authenticate(runtime, request)  # reads the credential itself (credential_of)
-        if scope is not None:
-            found.require(scope)
-        return found
+        return authorized(runtime, request, scope)
 
     return principal
 
 
-def get_links(request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]) -> Links:
+@refuses(401, 403, 429, 503)
+async def credential_declared(
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+) -> None:
+    """What ``requires`` declares (the bearer scheme, its refusals, the runtime's), and
+    nothing more: for the routes polled most, which take no other dependency and call
+    :func:`authorized` in the one trip to the thread pool they take for their read (each
+    dependency FastAPI solves costs more than the read on SQLite)."""
+
+
+Credential = Annotated[None, Depends(credential_declared)]
+
+
+def links_of(request: Request, runtime: Runtime) -> Links:
     """Links based on ``IMAGEGATE_PUBLIC_URL``, or else on the request's own address."""
     base = runtime.settings.public_url or str(request.base_url)
     return Links(base, runtime.signer, runtime.presigner)
+
+
+async def get_links(request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]) -> Links:
+    return links_of(request, runtime)
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

@@ -17,6 +17,9 @@ from imagegate.settings import Settings
 # An execution option: begin this transaction as a writer (SQLite's BEGIN IMMEDIATE), so
 # a transaction that reads before it writes cannot deadlock on the lock upgrade.
 WRITE = {"imagegate_write": True}
+# Another: a read of one consistent statement (or of rows that commit together), which
+# needs no transaction: SQLite emits no BEGIN for it.
+READ = {"imagegate_read": True}
 
 
 def create_db_engine(settings: Settings) -> Engine:
@@ -29,6 +32,27 @@ def create_db_engine(settings: Settings) -> Engine:
         pool_size=10,
         max_overflow=20,
         pool_pre_ping=True,
+        pool_timeout=10,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+def create_read_engine(settings: Settings, engine: Engine) -> Engine:
+    """An engine for the reads every poll makes, which need no transaction.
+
+    On SQLite, ``engine`` itself, beginning no transaction for them. On PostgreSQL, a pool
+    of its own in autocommit and without the checkout's ping: a read there is one round
+    trip, not four (ping, BEGIN, SELECT, ROLLBACK). A connection the server dropped
+    fails its next read, which :func:`imagegate.jobs.lookup.read` tries once more on a
+    new one."""
+    if engine.dialect.name != "postgresql":
+        return engine.execution_options(**READ)
+    return create_engine(
+        settings.sqlalchemy_url,
+        isolation_level="AUTOCOMMIT",
+        pool_reset_on_return=None,  # no transaction is ever left to roll back
+        pool_size=10,
+        max_overflow=20,
         pool_timeout=10,
         connect_args={"connect_timeout": 5},
     )
@@ -50,7 +74,10 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        writer = connection.get_execution_options().get("imagegate_write", False)
+        options = connection.get_execution_options()
+        if options.get("imagegate_read", False):
+            return  # one statement: SQLite's autocommit makes it consistent on its own
+        writer = options.get("imagegate_write", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
     return engine

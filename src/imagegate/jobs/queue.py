@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 import os
 import socket
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from time import monotonic
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 
 from imagegate.jobs.models import Job
 from imagegate.jobs.states import Status
@@ -16,44 +18,67 @@ from imagegate.jobs.tables import jobs, workers
 RECENT_SAMPLE = 20  # finished jobs in the rolling mean of generation times
 
 
-def ahead_of(conn: Connection, job: Job) -> int:
-    """Queued jobs that run before this one: higher priority, or same priority and older."""
-    p, created = job.spec.priority, job.created_at
-    before = or_(
-        jobs.c.priority > p,
+# The reads behind a queued job's place and ETA, built once: a poll binds its values and
+# SQLAlchemy reuses the compiled statement, rather than building and hashing a new one.
+_AHEAD_OF = select(func.count()).where(
+    jobs.c.status == Status.QUEUED.value,
+    jobs.c.follows.is_(None),  # a follower takes no worker's time
+    or_(  # higher priority, or the same and older (the claim's order)
+        jobs.c.priority > bindparam("priority"),
         and_(
-            jobs.c.priority == p,
+            jobs.c.priority == bindparam("priority"),
             or_(
-                jobs.c.created_at < created, and_(jobs.c.created_at == created, jobs.c.id < job.id)
+                jobs.c.created_at < bindparam("created"),
+                and_(jobs.c.created_at == bindparam("created"), jobs.c.id < bindparam("id")),
             ),
         ),
-    )
-    query = select(func.count()).where(
-        jobs.c.status == Status.QUEUED.value,
-        jobs.c.follows.is_(None),  # a follower takes no worker's time
-        before,
-    )
-    return int(conn.execute(query).scalar_one())
+    ),
+)
+_RECENT = (
+    select(jobs.c.generation_time_ms)
+    .where(jobs.c.status == Status.COMPLETED.value)
+    .order_by(jobs.c.finished_at.desc())
+    .limit(RECENT_SAMPLE)
+    .subquery()
+)
+_MEAN_GENERATION_MS = select(func.avg(_RECENT.c.generation_time_ms))
+_ACTIVE_CONCURRENCY = select(func.coalesce(func.sum(workers.c.concurrency), 0)).where(
+    workers.c.last_seen >= bindparam("since")
+)
+
+
+def ahead_of(conn: Connection, job: Job) -> int:
+    """Queued jobs that run before this one: higher priority, or same priority and older."""
+    values = {"priority": job.spec.priority, "created": job.created_at, "id": job.id}
+    return int(conn.execute(_AHEAD_OF, values).scalar_one())
 
 
 def mean_generation_s(conn: Connection) -> float | None:
-    recent = (
-        select(jobs.c.generation_time_ms)
-        .where(jobs.c.status == Status.COMPLETED.value)
-        .order_by(jobs.c.finished_at.desc())
-        .limit(RECENT_SAMPLE)
-        .subquery()
-    )
-    mean_ms = conn.execute(select(func.avg(recent.c.generation_time_ms))).scalar()
+    mean_ms = conn.execute(_MEAN_GENERATION_MS).scalar()
     return None if mean_ms is None else float(mean_ms) / 1000
 
 
 def active_workers(conn: Connection, now: datetime, stale_after_s: float) -> int:
     since = now - timedelta(seconds=stale_after_s)
-    query = select(func.coalesce(func.sum(workers.c.concurrency), 0)).where(
-        workers.c.last_seen >= since
-    )
-    return int(conn.execute(query).scalar_one())
+    return int(conn.execute(_ACTIVE_CONCURRENCY, {"since": since}).scalar_one())
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """How fast the queue moves: the recent mean generation time and the workers' slots.
+    It changes slowly, so one process reads it at most once per ``PACE_TTL_S`` for all
+    its polls; an ETA is an estimate made from it."""
+
+    mean_s: float | None
+    workers: int
+    read_at: float  # time.monotonic()
+
+
+PACE_TTL_S = 1.0
+
+
+def pace(conn: Connection, now: datetime, stale_after_s: float) -> Pace:
+    return Pace(mean_generation_s(conn), active_workers(conn, now, stale_after_s), monotonic())
 
 
 def eta_s(position: int, mean_s: float | None, worker_count: int) -> float | None:

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from time import monotonic
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, update
@@ -22,7 +23,7 @@ from imagegate.cache import entries, idempotency
 from imagegate.cache.idempotency import IdempotencyRequest
 from imagegate.cache.keys import NOT_CACHEABLE, CacheRequest
 from imagegate.errors import IllegalTransition, JobNotFound
-from imagegate.jobs import audit, blobs, events, gallery, queue
+from imagegate.jobs import audit, blobs, events, gallery, lookup, queue
 from imagegate.jobs.audit import AuditEntry
 from imagegate.jobs.changes import (
     CANCELED,
@@ -44,10 +45,11 @@ from imagegate.jobs.changes import (
     row_of,
     unleased,
 )
-from imagegate.jobs.database import WRITE
+from imagegate.jobs.database import READ, WRITE
 from imagegate.jobs.events import EventType
 from imagegate.jobs.fairness import FAIR_SHARE, SINCE, scoped_to
 from imagegate.jobs.flight import SingleFlight
+from imagegate.jobs.lookup import Glance
 from imagegate.jobs.models import (
     Claim,
     ErrorInfo,
@@ -100,8 +102,10 @@ class JobStore(SingleFlight):
         pricing: Pricing | None = None,
         fair_share_window_s: float | None = 60.0,
         cache_ttl_s: float = 30 * 86400,
+        reader: Engine | None = None,
     ) -> None:
         self.engine = engine
+        self.reader = reader or engine.execution_options(**READ)  # polls' reads (lookup.py)
         self.cache_ttl = timedelta(seconds=cache_ttl_s)
         self.max_attempts = max_attempts
         self.retry_backoff_s = retry_backoff_s
@@ -112,6 +116,7 @@ class JobStore(SingleFlight):
         self.publishers: list[events.Publisher] = []
         self._writer = engine.execution_options(**WRITE)
         self._postgres = engine.dialect.name == "postgresql"
+        self._pace: queue.Pace | None = None  # the ETA's inputs, read at most once a second
         self.pricing = pricing  # None: no costs are recorded (tests of the bare queue)
         # None: first come, first served (by priority, then age) whoever the tenant.
         self.fair_share_window = (
@@ -124,12 +129,27 @@ class JobStore(SingleFlight):
         """The job; with ``owner`` (and ``user``), only if it is theirs: else a 404."""
         if not _plausible_id(job_id):
             raise JobNotFound(job_id=job_id)
-        query = select(jobs).where(jobs.c.id == job_id, *scoped_to(owner, user))
-        with self.engine.connect() as conn:
-            found = self._with_images(conn, conn.execute(query).mappings().all())
-        if not found:
+
+        def reading(conn: Connection) -> Job | None:
+            row = lookup.job_row(conn, job_id, owner, user)
+            if row is None:
+                return None
+            done = row["status"] == Status.COMPLETED.value  # only a completed job has images
+            return job_from_row(row, lookup.images_of(conn, job_id) if done else [])
+
+        found = lookup.read(self.reader, reading)
+        if found is None:
             raise JobNotFound(job_id=job_id)
-        return found[0]
+        return found
+
+    def glance(self, job_id: str, owner: str | None = None, user: str | None = None) -> Glance:
+        """What a status poll shows of the job (:func:`lookup.glance`); a 404 as ``get``."""
+        if not _plausible_id(job_id):
+            raise JobNotFound(job_id=job_id)
+        found = lookup.read(self.reader, lambda conn: lookup.glance(conn, job_id, owner, user))
+        if found is None:
+            raise JobNotFound(job_id=job_id)
+        return found
 
     def list_jobs(
         self,
@@ -180,13 +200,16 @@ class JobStore(SingleFlight):
 
     def queue_info(self, job: Job, stale_after_s: float) -> QueueInfo:
         """Jobs ahead of a queued job, and an ETA from recent generation times."""
-        with self.engine.connect() as conn:
-            position = queue.ahead_of(conn, job)
-            mean_s = queue.mean_generation_s(conn)
-            workers = queue.active_workers(conn, self._now(), stale_after_s)
-        return QueueInfo(position, queue.eta_s(position, mean_s, workers))
+        position = lookup.read(self.reader, lambda conn: queue.ahead_of(conn, job))
+        pace = self._pace
+        if pace is None or monotonic() - pace.read_at > queue.PACE_TTL_S:
+            now = self._now()
+            pace = lookup.read(self.reader, lambda conn: queue.pace(conn, now, stale_after_s))
+            self._pace = pace
+        return QueueInfo(position, queue.eta_s(position, pace.mean_s, pace.workers))
 
     def heartbeat_worker(self, concurrency: int) -> None:
+        self._pace = None
         with self._write(durable=False) as conn:
             queue.heartbeat(conn, concurrency, self._now())
 
@@ -516,6 +539,7 @@ class JobStore(SingleFlight):
         moderation: dict[str, Any] | None = None,
     ) -> bool:
         """Record the result and end the lease in one transaction. False: the lease was lost."""
+        self._pace = None  # a new generation time: this process's next ETA reads it
         now = self._now()
         checked: dict[str, Any] = {"moderation": moderation} if moderation else {}
         with self._write() as conn:

@@ -6,14 +6,17 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from imagegate.api.deps import (
     CacheControlHeader,
+    Credential,
     IdempotencyKeyHeader,
     LinksDep,
     Reader,
     RuntimeDep,
     Writer,
+    authorized,
     client_ip,
 )
 from imagegate.api.image_headers import image_headers
@@ -28,6 +31,7 @@ from imagegate.jobs.models import Job
 from imagegate.jobs.states import Status
 from imagegate.runtime import Runtime
 from imagegate.storage.keys import preview_key
+from imagegate.tenancy.principal import Scope
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -99,11 +103,24 @@ def submit_job(
     response_model=JobOut,
     responses=documented(404, answers={200: headers("Retry-After")}),
 )
-def get_job(
-    job_id: str, runtime: RuntimeDep, principal: Reader, links: LinksDep, response: Response
+async def get_job(
+    job_id: str,
+    runtime: RuntimeDep,
+    request: Request,
+    links: LinksDep,
+    response: Response,
+    _: Credential,
 ) -> JobOut:
-    job = runtime.store.get(job_id, principal.tenant, principal.user)
-    return job_view(runtime, job, links, response)
+    """The job, with its place in the queue while it waits. While it is unfinished,
+    `Retry-After` says when to poll again (or follow `/events`)."""
+    # Polled often: one trip to the thread pool (credential and read).
+
+    def read() -> JobOut:
+        principal = authorized(runtime, request, Scope.JOBS_READ)
+        job = runtime.store.get(job_id, principal.tenant, principal.user)
+        return job_view(runtime, job, links, response)
+
+    return await run_in_threadpool(read)
 
 
 @router.get("", response_model=JobPage)

@@ -5,8 +5,19 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
-from imagegate.api.deps import IdempotencyKeyHeader, LinksDep, Reader, RuntimeDep, Writer, client_ip
+from imagegate.api.deps import (
+    Credential,
+    IdempotencyKeyHeader,
+    LinksDep,
+    RuntimeDep,
+    Writer,
+    authorized,
+    client_ip,
+    links_of,
+    runtime_of,
+)
 from imagegate.api.openapi import headers
 from imagegate.api.problems import documented
 from imagegate.api.schemas import LegacyGenerateIn, LegacyGenerateOut, LegacyStatusOut
@@ -14,7 +25,7 @@ from imagegate.api.submission import submit
 from imagegate.cache import idempotency
 from imagegate.errors import InvalidField
 from imagegate.jobs.specs import JobRequest, build_spec
-from imagegate.jobs.states import Status
+from imagegate.tenancy.principal import Scope
 
 router = APIRouter(tags=["original API"])
 
@@ -58,16 +69,26 @@ def generate(
     response_model=LegacyStatusOut,
     responses=documented(404, answers={200: headers("Retry-After")}),
 )
-def status(
-    job_id: str, runtime: RuntimeDep, principal: Reader, links: LinksDep, response: Response
+async def status(
+    job_id: str, request: Request, response: Response, _: Credential
 ) -> LegacyStatusOut:
-    job = runtime.store.get(job_id, principal.tenant, principal.user)
+    """The job's state, and its image's URL once it is completed. While it is unfinished,
+    `Retry-After` says when to poll again."""
+    # Every client polls this every few seconds: one trip to the thread pool (credential
+    # and read), and the answer serialised on the event loop.
+    return await run_in_threadpool(_status, job_id, request, response)
+
+
+def _status(job_id: str, request: Request, response: Response) -> LegacyStatusOut:
+    runtime = runtime_of(request)
+    principal = authorized(runtime, request, Scope.JOBS_READ)
+    job = runtime.store.glance(job_id, principal.tenant, principal.user)
     if not job.status.is_final:
         response.headers["Retry-After"] = str(runtime.settings.poll_hint_s)
-    done = job.status is Status.COMPLETED and job.images
+    image = job.first_image
     return LegacyStatusOut(
-        id=job.id,
+        id=job_id,
         status=job.status,
-        result_url=links.image(job.images[0]) if done else None,
-        error=job.error.message if job.error and job.status.is_final else None,
+        result_url=links_of(request, runtime).image_id(job_id, *image) if image else None,
+        error=job.error if job.status.is_final else None,
     )

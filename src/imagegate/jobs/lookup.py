@@ -1,0 +1,102 @@
+"""The reads that every poll makes, as statements built once, and a glance at a job.
+
+A status poll reads one job by id (scoped to its tenant, and to an end user for a browser
+token) and, once it is completed, its images. Building ``select(...).where(...)`` anew for
+each poll costs more than running it on SQLite (its construction and cache key were half
+of ``JobStore.get``); these are built at import and bound per call, so SQLAlchemy reuses
+one compiled statement for each shape.
+
+The original ``GET /status/{id}`` shows only the state, a failure's message and the first
+image's link: :func:`glance` reads just those columns, not the ~60 of a whole job (on
+SQLite, parsing its timestamps and JSON was most of the rest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, RowMapping, Select, bindparam, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import ColumnElement
+
+from imagegate.jobs.models import ImageRecord
+from imagegate.jobs.rows import image_from_row
+from imagegate.jobs.states import Status
+from imagegate.jobs.tables import images, jobs
+
+
+def _by_id(
+    owned: bool, by_user: bool, columns: tuple[ColumnElement[object], ...] = ()
+) -> Select[*tuple[Any, ...]]:
+    query: Select[*tuple[Any, ...]] = select(*columns) if columns else select(jobs)
+    query = query.where(jobs.c.id == bindparam("id"))
+    if owned:
+        query = query.where(jobs.c.owner == bindparam("owner"))
+    if by_user:
+        query = query.where(jobs.c.end_user == bindparam("user"))
+    return query
+
+
+_SHAPES = [(owned, by_user) for owned in (False, True) for by_user in (False, True)]
+_JOB = {shape: _by_id(*shape) for shape in _SHAPES}
+_GLANCED = (jobs.c.status, jobs.c.error_code, jobs.c.error_message)
+_GLANCE = {shape: _by_id(*shape, columns=_GLANCED) for shape in _SHAPES}
+_FIRST_IMAGE = select(images.c.id, images.c.storage_key).where(
+    images.c.job_id == bindparam("job_id"), images.c.idx == 0
+)
+_IMAGES = select(images).where(images.c.job_id == bindparam("job_id")).order_by(images.c.idx)
+
+
+T = TypeVar("T")
+
+
+def read(engine: Engine, reading: Callable[[Connection], T]) -> T:
+    """``reading`` on a connection of the read engine; once more on a new connection if
+    the first was found dropped (the server restarted since it was pooled)."""
+    try:
+        with engine.connect() as conn:
+            return reading(conn)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    with engine.connect() as conn:
+        return reading(conn)
+
+
+@dataclass(frozen=True, slots=True)
+class Glance:
+    """What a status poll shows of a job."""
+
+    status: Status
+    error: str | None  # a failure's message
+    first_image: tuple[str, str] | None  # a completed job's first image: (id, storage key)
+
+
+def glance(conn: Connection, job_id: str, owner: str | None, user: str | None) -> Glance | None:
+    """The job's state, its failure's message and its first image; None if it is not
+    there (or not theirs)."""
+    values = {"id": job_id, "owner": owner, "user": user}
+    row = conn.execute(_GLANCE[(owner is not None, user is not None)], values).first()
+    if row is None:
+        return None
+    status, code, message = Status(row[0]), row[1], row[2]
+    first = None
+    if status is Status.COMPLETED:
+        image = conn.execute(_FIRST_IMAGE, {"job_id": job_id}).first()
+        first = (image[0], image[1]) if image is not None else None
+    return Glance(status, (message or "") if code is not None else None, first)
+
+
+def job_row(
+    conn: Connection, job_id: str, owner: str | None, user: str | None
+) -> RowMapping | None:
+    """The job's row; with ``owner`` (and ``user``), only if it is theirs."""
+    query = _JOB[(owner is not None, user is not None)]
+    values = {"id": job_id, "owner": owner, "user": user}
+    return conn.execute(query, values).mappings().first()
+
+
+def images_of(conn: Connection, job_id: str) -> list[ImageRecord]:
+    return [image_from_row(row) for row in conn.execute(_IMAGES, {"job_id": job_id}).mappings()]

@@ -1,0 +1,103 @@
+"""The reads every poll makes (issue 13): what they send to the database, and that a
+connection the server dropped costs no error.
+
+A status poll is one statement on each database (two once the job has images): no BEGIN
+or ROLLBACK on SQLite's side, and on PostgreSQL no checkout ping and no transaction,
+because the read engine is in autocommit. A pooled connection that PostgreSQL terminated
+fails the next read, which is retried once on a new connection.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, text
+
+from imagegate.jobs.database import create_db_engine, create_read_engine, upgrade
+from imagegate.jobs.models import GenerationMeta, ImageRecord
+from imagegate.jobs.states import Status
+from imagegate.jobs.store import JobStore
+from imagegate.settings import Settings
+from tests.helpers import spec
+
+OWNER = "alice"
+
+
+@pytest.fixture
+def stores(settings: Settings) -> Iterator[tuple[JobStore, Engine]]:
+    engine = create_db_engine(settings)
+    upgrade(engine)
+    reader = create_read_engine(settings, engine)
+    yield JobStore(engine, reader=reader), reader
+    reader.dispose()
+    engine.dispose()
+
+
+def _statements(engine: Engine) -> list[str]:
+    """Every statement the engine's connections send, from now on (BEGIN and pings too)."""
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement.split()[0].upper())
+
+    event.listen(engine, "before_cursor_execute", record)
+
+    def reset(dbapi_connection: Any, *_: Any) -> None:
+        if _in_transaction(dbapi_connection):  # else the driver's rollback sends nothing
+            sent.append("ROLLBACK")
+
+    # The ROLLBACK at checkin, and the ping at checkout, go around that event.
+    event.listen(engine.pool, "reset", reset)
+    original = engine.dialect.do_ping
+
+    def ping(dbapi_connection: Any) -> bool:
+        sent.append("PING")
+        return bool(original(dbapi_connection))
+
+    engine.dialect.do_ping = ping  # type: ignore[method-assign]
+    return sent
+
+
+def _in_transaction(dbapi_connection: Any) -> bool:
+    if hasattr(dbapi_connection, "in_transaction"):  # sqlite3
+        return bool(dbapi_connection.in_transaction)
+    from psycopg.pq import TransactionStatus
+
+    return bool(dbapi_connection.info.transaction_status != TransactionStatus.IDLE)
+
+
+def test_a_status_poll_is_one_statement(stores: tuple[JobStore, Engine]) -> None:
+    store, reader = stores
+    job = store.submit(spec(), OWNER)
+    store.get(job.id, OWNER)  # the pool holds a connection now
+    sent = _statements(reader)
+    assert store.glance(job.id, OWNER).status is Status.QUEUED
+    assert store.get(job.id, OWNER).status is Status.QUEUED
+    assert sent == ["SELECT", "SELECT"], sent
+    (claim,) = store.claim(lease_s=30)
+    image = ImageRecord(str(uuid.uuid4()), job.id, 0, f"k/{job.id}/0", 64, 64, 10)
+    store.complete(claim, [image], GenerationMeta(1, "sketch-v1", 5))
+    sent.clear()
+    seen = store.glance(job.id, OWNER)
+    assert (seen.status, seen.first_image) == (Status.COMPLETED, (image.id, image.storage_key))
+    assert sent == ["SELECT", "SELECT"], sent  # the job, then its first image
+
+
+@pytest.mark.postgres
+def test_a_connection_the_server_dropped_is_replaced_without_an_error(
+    stores: tuple[JobStore, Engine], settings: Settings
+) -> None:
+    if not settings.is_postgres:
+        pytest.skip("PostgreSQL terminates connections; SQLite has none to drop")
+    store, reader = stores
+    job = store.submit(spec(), OWNER)
+    with reader.connect() as conn:
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    with store.engine.connect() as admin:
+        assert admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+    assert store.get(job.id, OWNER).id == job.id  # the dead connection, then a new one
+    with reader.connect() as conn:
+        assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
