@@ -1,25 +1,32 @@
-"""The reads every poll makes (issue 13): what they send to the database, and that a
-connection the server dropped costs no error.
+"""The reads every poll makes (issue 13): what they send to the database, that a
+connection the server dropped costs no error, and a queued job's place in a long queue.
 
 A status poll is one statement on each database (two once the job has images): no BEGIN
 or ROLLBACK on SQLite's side, and on PostgreSQL no checkout ping and no transaction,
 because the read engine is in autocommit. A pooled connection that PostgreSQL terminated
 fails the next read, which is retried once on a new connection.
+
+A place is counted exactly up to ``EXACT_UP_TO`` jobs ahead and estimated further back
+(from the arrival rate of the first ones in line); what a waiting job's clients are shown
+never rises, even when a job of a higher priority goes ahead of it.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event, insert, text
 
 from imagegate.jobs.database import create_db_engine, create_read_engine, upgrade
-from imagegate.jobs.models import GenerationMeta, ImageRecord
+from imagegate.jobs.models import GenerationMeta, ImageRecord, QueueInfo
+from imagegate.jobs.queue import EXACT_UP_TO, Shown
 from imagegate.jobs.states import Status
 from imagegate.jobs.store import JobStore
+from imagegate.jobs.tables import jobs
 from imagegate.settings import Settings
 from tests.helpers import spec
 
@@ -101,3 +108,59 @@ def test_a_connection_the_server_dropped_is_replaced_without_an_error(
     assert store.get(job.id, OWNER).id == job.id  # the dead connection, then a new one
     with reader.connect() as conn:
         assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
+
+
+def _queue_of(store: JobStore, count: int, start: datetime, every: timedelta) -> None:
+    """``count`` queued jobs, arriving one every ``every`` from ``start`` (bulk, by SQL)."""
+    rows = [
+        {
+            "id": str(uuid.uuid4()), "owner": OWNER, "status": "queued", "prompt": "p",
+            "full_prompt": "p", "width": 64, "height": 64, "steps": 2, "guidance": 7.5,
+            "seed": index, "n": 1, "priority": 0, "attempts": 0,
+            "created_at": start + index * every, "run_after": start + index * every,
+        }
+        for index in range(count)
+    ]  # fmt: skip
+    with store.engine.begin() as conn:
+        conn.execute(insert(jobs), rows)
+
+
+def test_a_place_far_back_is_estimated_from_the_arrival_rate(
+    stores: tuple[JobStore, Engine],
+) -> None:
+    store, _ = stores
+    start = datetime.now(UTC) - timedelta(seconds=3 * EXACT_UP_TO)  # up to now
+    _queue_of(store, 3 * EXACT_UP_TO, start, timedelta(seconds=1))
+    far = store.submit(spec(), OWNER)  # behind all of them: 3,000 ahead
+    near = store.get(_nth_queued(store, 10))
+    assert store.queue_info(near, 60).position == 10  # exact
+    assert abs(store.queue_info(far, 60).position - 3 * EXACT_UP_TO) <= 0.05 * 3 * EXACT_UP_TO
+    # Arrivals at an even rate: exact to the job, though only the first 1,000 were read.
+    even = store.get(_nth_queued(store, 2 * EXACT_UP_TO + 500))
+    assert store.queue_info(even, 60).position == 2 * EXACT_UP_TO + 500
+
+
+def _nth_queued(store: JobStore, index: int) -> str:
+    with store.engine.connect() as conn:
+        return str(
+            conn.execute(
+                text(
+                    "SELECT id FROM jobs WHERE status = 'queued' "
+                    "ORDER BY created_at, id LIMIT 1 OFFSET :n"
+                ),
+                {"n": index},
+            ).scalar_one()
+        )
+
+
+def test_what_a_waiting_client_is_shown_never_rises(stores: tuple[JobStore, Engine]) -> None:
+    store, _ = stores
+    first, second = store.submit(spec(), OWNER), store.submit(spec(), OWNER)
+    assert store.queue_info(second, 60).position == 1
+    store.submit(spec(priority=9), OWNER)  # goes ahead of both
+    assert store.queue_info(first, 60).position == 1  # first asked now: the truth
+    assert store.queue_info(second, 60).position == 1  # shown 1 before: never 2
+    shown = Shown()
+    assert shown.monotone("j", QueueInfo(5, 50.0)) == QueueInfo(5, 50.0)
+    assert shown.monotone("j", QueueInfo(6, 40.0)) == QueueInfo(5, 40.0)
+    assert shown.monotone("j", QueueInfo(4, 60.0)) == QueueInfo(4, 40.0)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 import os
 import socket
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from time import monotonic
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, tuple_, update
 
-from imagegate.jobs.models import Job
+from imagegate.jobs.models import Job, QueueInfo
+from imagegate.jobs.rows import utc
 from imagegate.jobs.states import Status
 from imagegate.jobs.tables import jobs, workers
 
@@ -20,20 +23,33 @@ RECENT_SAMPLE = 20  # finished jobs in the rolling mean of generation times
 
 # The reads behind a queued job's place and ETA, built once: a poll binds its values and
 # SQLAlchemy reuses the compiled statement, rather than building and hashing a new one.
-_AHEAD_OF = select(func.count()).where(
-    jobs.c.status == Status.QUEUED.value,
-    jobs.c.follows.is_(None),  # a follower takes no worker's time
-    or_(  # higher priority, or the same and older (the claim's order)
-        jobs.c.priority > bindparam("priority"),
-        and_(
-            jobs.c.priority == bindparam("priority"),
-            or_(
-                jobs.c.created_at < bindparam("created"),
-                and_(jobs.c.created_at == bindparam("created"), jobs.c.id < bindparam("id")),
-            ),
+EXACT_UP_TO = 1000  # jobs ahead counted one by one; past that, the place is estimated
+_WAITING = (jobs.c.status == Status.QUEUED.value, jobs.c.follows.is_(None))  # a follower
+# takes no worker's time. Ahead of a job: the jobs of a higher priority, and those of its
+# own that are older. Each is one range of the queue index (status, priority DESC,
+# created_at, id), walked no further than EXACT_UP_TO; one OR of the two is no range, and
+# PostgreSQL walked all 100,000 queued jobs to find none ahead of the first.
+_HIGHER = (
+    select(jobs.c.id).where(*_WAITING, jobs.c.priority > bindparam("priority")).limit(EXACT_UP_TO)
+).subquery()
+_OLDER = (
+    select(jobs.c.created_at)
+    .where(
+        *_WAITING,
+        jobs.c.priority == bindparam("priority"),
+        tuple_(jobs.c.created_at, jobs.c.id)
+        < tuple_(
+            bindparam("created", type_=jobs.c.created_at.type),
+            bindparam("id", type_=jobs.c.id.type),
         ),
-    ),
+    )
+    .order_by(jobs.c.created_at, jobs.c.id)
+    .limit(EXACT_UP_TO)
+    .subquery()
 )
+_HIGHER_COUNT = select(func.count()).select_from(_HIGHER)
+# How many older ones there are, and when the first and the last of them arrived.
+_OLDER_COUNT = select(func.count(), func.min(_OLDER.c.created_at), func.max(_OLDER.c.created_at))
 _RECENT = (
     select(jobs.c.generation_time_ms)
     .where(jobs.c.status == Status.COMPLETED.value)
@@ -48,9 +64,31 @@ _ACTIVE_CONCURRENCY = select(func.coalesce(func.sum(workers.c.concurrency), 0)).
 
 
 def ahead_of(conn: Connection, job: Job) -> int:
-    """Queued jobs that run before this one: higher priority, or same priority and older."""
+    """Queued jobs that run before this one: higher priority, or the same and older.
+
+    Exact up to ``EXACT_UP_TO`` of each. Further back, an estimate: the first
+    ``EXACT_UP_TO`` of its priority arrived over some span of time, and jobs are taken to
+    have kept arriving at that rate until this one did (and more than ``EXACT_UP_TO`` of a
+    higher priority count as that many). As the jobs ahead are taken, the span's start
+    moves up to this job's arrival and the estimate falls, as a rule;
+    ``JobStore.queue_info`` keeps what a waiting client sees from ever rising."""
     values = {"priority": job.spec.priority, "created": job.created_at, "id": job.id}
-    return int(conn.execute(_AHEAD_OF, values).scalar_one())
+    higher = int(conn.execute(_HIGHER_COUNT, values).scalar_one())
+    older, first, last = conn.execute(_OLDER_COUNT, values).one()
+    return higher + _estimate(int(older), utc(first), utc(last), utc(job.created_at))
+
+
+def _estimate(
+    counted: int, first: datetime | None, last: datetime | None, arrived: datetime | None
+) -> int:
+    if counted < EXACT_UP_TO or first is None or last is None or arrived is None:
+        return counted
+    span_s = (last - first).total_seconds()
+    if span_s <= 0:  # all arrived at once: nothing to say past the count
+        return EXACT_UP_TO
+    # The counted jobs arrived over counted - 1 intervals: so many more to this one.
+    per_s = (counted - 1) / span_s
+    return max(EXACT_UP_TO, round(per_s * (arrived - first).total_seconds()))
 
 
 def mean_generation_s(conn: Connection) -> float | None:
@@ -75,6 +113,32 @@ class Pace:
 
 
 PACE_TTL_S = 1.0
+
+
+class Shown:
+    """The place and ETA last shown for each waiting job, so that what its clients see
+    never rises: a job that jumps the queue (a higher priority) or a slower recent mean
+    does not send a waiting client backwards. Per process, and bounded: the least recent
+    jobs are forgotten first."""
+
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._shown: OrderedDict[str, QueueInfo] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def monotone(self, job_id: str, info: QueueInfo) -> QueueInfo:
+        with self._lock:
+            before = self._shown.pop(job_id, None)
+            if before is not None:
+                eta = info.eta_s
+                if eta is not None and before.eta_s is not None:
+                    eta = min(eta, before.eta_s)
+                info = QueueInfo(min(info.position, before.position), eta)
+            self._shown[job_id] = info
+            if len(self._shown) > self.LIMIT:
+                self._shown.popitem(last=False)
+        return info
 
 
 def pace(conn: Connection, now: datetime, stale_after_s: float) -> Pace:

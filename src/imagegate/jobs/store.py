@@ -117,6 +117,7 @@ class JobStore(SingleFlight):
         self._writer = engine.execution_options(**WRITE)
         self._postgres = engine.dialect.name == "postgresql"
         self._pace: queue.Pace | None = None  # the ETA's inputs, read at most once a second
+        self._shown = queue.Shown()  # what each waiting job's clients were last told
         self.pricing = pricing  # None: no costs are recorded (tests of the bare queue)
         # None: first come, first served (by priority, then age) whoever the tenant.
         self.fair_share_window = (
@@ -206,7 +207,8 @@ class JobStore(SingleFlight):
             now = self._now()
             pace = lookup.read(self.reader, lambda conn: queue.pace(conn, now, stale_after_s))
             self._pace = pace
-        return QueueInfo(position, queue.eta_s(position, pace.mean_s, pace.workers))
+        info = QueueInfo(position, queue.eta_s(position, pace.mean_s, pace.workers))
+        return self._shown.monotone(job.id, info)
 
     def heartbeat_worker(self, concurrency: int) -> None:
         self._pace = None

@@ -1,0 +1,208 @@
+"""Flat at scale (issue 13, target 2): the hot operations on an empty PostgreSQL database
+and on one holding 1,000,000 finished jobs (with their images and events) and 100,000
+queued ones, seeded with SQL, measured the same way in one run.
+
+For each database, against ``imagegate serve --workers 0``:
+
+- ``GET /v1/jobs/{id}`` and ``GET /status/{id}`` of the queued job at the back of the
+  queue (the one whose place costs most to count), median of sequential polls;
+- the SSE stream of that job: the time to its first ``queued`` event;
+- a submission (``POST /v1/jobs``), median;
+- a claim (``JobStore.claim`` in this process, the query every worker runs), median.
+
+Target: each within 1.2x of its time on the empty database. The plans of the queries
+behind them are written with EXPLAIN ANALYZE into the JSON (``bench/results/at_scale.json``).
+
+    .venv/bin/python bench/at_scale.py [--finished 1000000] [--queued 100000]
+        [--postgres-url postgresql://postgres@127.0.0.1:5432/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).parent))
+from imagegate.jobs.database import create_db_engine, upgrade
+from imagegate.jobs.store import JobStore
+from imagegate.settings import Settings
+from status_poll import drop_postgres, fresh_postgres, server
+
+BIN = Path(sys.executable).parent
+RESULTS = Path(__file__).parent / "results"
+BODY = {"prompt": "a lighthouse at dusk", "width": 64, "height": 64, "steps": 2}
+
+# 1M finished jobs over the last 20 hours (inside the events' 24-hour retention, so the
+# sweeper has nothing to do meanwhile), each with one image and three events, and the
+# queued ones behind them; then ANALYZE, as autovacuum would soon do.
+SEED = """
+INSERT INTO jobs (id, owner, status, prompt, full_prompt, width, height, steps, guidance,
+    seed, n, priority, attempts, created_at, run_after, started_at, finished_at, model,
+    generation_time_ms, batch_size, output_format, cost_currency, cost_micros)
+SELECT gen_random_uuid()::text, 'local', 'completed', 'a seeded harbour', 'a seeded harbour',
+    64, 64, 2, 7.5, g, 1, 0, 1, t, t, t, t + interval '200 milliseconds', 'sketch-v1', 200, 1,
+    'png', 'USD', 1000
+FROM generate_series(1, :finished) AS g,
+    LATERAL (SELECT now() - interval '20 hours' + g * (interval '20 hours' / :finished)) AS s(t);
+INSERT INTO images (id, job_id, idx, storage_key, width, height, size_bytes, created_at,
+    content_type, sha256)
+SELECT gen_random_uuid()::text, id, 0, 'blobs/00/' || md5(id) || '.png', 64, 64, 2000,
+    finished_at, 'image/png', md5(id) || md5(id)
+FROM jobs WHERE status = 'completed';
+INSERT INTO job_events (job_id, type, data, created_at)
+SELECT id, kind, '{}'::json, finished_at
+FROM jobs, unnest(ARRAY['queued', 'started', 'completed']) AS kind
+WHERE status = 'completed';
+INSERT INTO jobs (id, owner, status, prompt, full_prompt, width, height, steps, guidance,
+    seed, n, priority, attempts, created_at, run_after)
+SELECT gen_random_uuid()::text, 'local', 'queued', 'a seeded lighthouse',
+    'a seeded lighthouse', 64, 64, 2, 7.5, g, 1, 0, 0, t, t
+FROM generate_series(1, :queued) AS g,
+    LATERAL (SELECT now() - interval '10 minutes' + g * (interval '10 minutes' / :queued)) AS s(t);
+"""
+
+
+def median_ms(run: Any, count: int) -> float:
+    for _ in range(10):
+        run()
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - started) * 1000)
+    return round(statistics.median(times), 3)
+
+
+def first_event_ms(api: httpx.Client, job_id: str) -> float:
+    started = time.perf_counter()
+    with api.stream("GET", f"/v1/jobs/{job_id}/events") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event: queued"):
+                return (time.perf_counter() - started) * 1000
+    raise AssertionError("the stream ended without a queued event")
+
+
+def measure(url: str, polls: int) -> dict[str, float]:
+    """The five operations, on the database at ``url`` as it stands."""
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"IMAGEGATE_DATA_DIR": tmp, "IMAGEGATE_DATABASE_URL": url}
+        serve = [str(BIN / "imagegate"), "serve", "--port", "{port}", "--workers", "0"]
+        with server(serve, env) as (api, _):
+            last = api.post("/v1/jobs", json=BODY).json()["id"]  # at the back of the queue
+            figures["get_job_ms"] = median_ms(lambda: api.get(f"/v1/jobs/{last}"), polls)
+            figures["status_ms"] = median_ms(lambda: api.get(f"/status/{last}"), polls)
+            streams = [first_event_ms(api, last) for _ in range(max(10, polls // 20))]
+            figures["sse_first_queued_ms"] = round(statistics.median(streams), 3)
+            figures["submit_ms"] = median_ms(lambda: api.post("/v1/jobs", json=BODY), polls // 4)
+    engine = create_db_engine(Settings(database_url=url, data_dir=Path(tempfile.gettempdir())))
+    store = JobStore(engine)
+    figures["claim_ms"] = median_ms(lambda: store.claim(lease_s=600), polls // 4)
+    engine.dispose()
+    return figures
+
+
+def plans(engine: Engine) -> dict[str, str]:
+    """EXPLAIN ANALYZE of the reads behind a queued job's poll, at the back of the queue."""
+    with engine.connect() as conn:
+        job = conn.execute(
+            text(
+                "SELECT id, priority, created_at FROM jobs WHERE status = 'queued' "
+                "ORDER BY created_at DESC LIMIT 1"
+            )
+        ).one()
+        queries = {
+            "ahead_of": (
+                "SELECT count(*) FROM jobs WHERE status = 'queued' AND follows IS NULL AND "
+                "(priority > :p OR (priority = :p AND (created_at < :c OR "
+                "(created_at = :c AND id < :i))))"
+            ),
+            "mean_generation": (
+                "SELECT avg(generation_time_ms) FROM (SELECT generation_time_ms FROM jobs "
+                "WHERE status = 'completed' ORDER BY finished_at DESC LIMIT 20) AS recent"
+            ),
+            "job_by_id": "SELECT * FROM jobs WHERE id = :i AND owner = 'local'",
+        }
+        values = {"p": job.priority, "c": job.created_at, "i": job.id}
+        return {
+            name: "\n".join(
+                row[0] for row in conn.execute(text(f"EXPLAIN (ANALYZE, BUFFERS) {sql}"), values)
+            )
+            for name, sql in queries.items()
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--finished", type=int, default=1_000_000)
+    parser.add_argument("--queued", type=int, default=100_000)
+    parser.add_argument("--polls", type=int, default=400)
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(
+            "IMAGEGATE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1/postgres"
+        ),
+    )
+    args = parser.parse_args()
+    admin = make_url(args.postgres_url).set(drivername="postgresql+psycopg")
+    admin_url = admin.render_as_string(hide_password=False)
+    url, name = fresh_postgres(admin_url)
+    results: dict[str, Any] = {
+        "bench": "at_scale",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "finished": args.finished,
+        "queued": args.queued,
+        "target_ratio": 1.2,
+    }
+    try:
+        engine = create_engine(url)
+        upgrade(engine)
+        results["empty"] = measure(url, args.polls)
+        print("empty:", results["empty"], flush=True)
+        started = time.monotonic()
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM jobs WHERE status = 'queued'"))  # the claims' leftovers
+            for statement in SEED.split(";\n"):
+                if statement.strip():
+                    conn.execute(
+                        text(statement), {"finished": args.finished, "queued": args.queued}
+                    )
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE"))
+        results["seed_s"] = round(time.monotonic() - started, 1)
+        print(f"seeded in {results['seed_s']} s", flush=True)
+        results["seeded"] = measure(url, args.polls)
+        print("seeded:", results["seeded"], flush=True)
+        results["ratio"] = {
+            key: round(results["seeded"][key] / results["empty"][key], 2)
+            for key in results["empty"]
+        }
+        results["plans"] = plans(engine)
+        engine.dispose()
+    finally:
+        drop_postgres(admin_url, name)
+    for key, ratio in results["ratio"].items():
+        print(
+            f"{key:22} empty {results['empty'][key]:8.2f} ms  seeded "
+            f"{results['seeded'][key]:8.2f} ms  ratio {ratio:5.2f}"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "at_scale.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
