@@ -18,20 +18,25 @@ def test_the_migrated_schema_matches_the_tables(settings: Settings) -> None:
         upgrade(engine)
         with engine.connect() as conn:
             differences: list[Any] = compare_metadata(MigrationContext.configure(conn), metadata)
-            queue_index = (
+            queue_indexes = (
                 conn.exec_driver_sql(
-                    "SELECT sql FROM sqlite_master WHERE name = 'ix_jobs_queue'"
-                ).scalar()
+                    "SELECT sql FROM sqlite_master WHERE name IN "
+                    "('ix_jobs_queue', 'ix_jobs_queue_by_owner')"
+                )
+                .scalars()
+                .all()
                 if not settings.is_postgres
-                else None
+                else []
             )
     finally:
         engine.dispose()
     if settings.is_postgres:
         assert differences == []
         return
-    # SQLite reflects the queue index's "priority DESC" only approximately, so Alembic
-    # sees it as dropped and added again; its real definition is checked instead.
+    # SQLite reflects the queue indexes' "priority DESC" only approximately, so Alembic
+    # sees them as dropped and added again; their real definitions are checked instead.
     changed = {(kind, index.name) for kind, index in differences}
-    assert changed <= {("remove_index", "ix_jobs_queue"), ("add_index", "ix_jobs_queue")}
-    assert "priority DESC" in queue_index
+    names = ("ix_jobs_queue", "ix_jobs_queue_by_owner")
+    assert changed <= {(kind, name) for kind in ("remove_index", "add_index") for name in names}
+    assert len(queue_indexes) == 2
+    assert all("priority DESC" in sql for sql in queue_indexes)

@@ -7,6 +7,11 @@ a lot, so another tenant's first jobs go ahead of the burst's rest; then the two
 the workers in proportion to their weights. Priority and age order jobs within a tenant
 (and break ties). The window (``IMAGEGATE_FAIR_SHARE_WINDOW_S``) is the memory: with 0,
 only running jobs count.
+
+Ordering every queued job by its tenant's share is a sort of the whole queue (130 ms
+with 100,000 queued on PostgreSQL). There the claim takes each waiting tenant's next jobs
+from an index instead (:func:`waiting_tenants`, then a LATERAL search per tenant) and
+orders only those; SQLite, which has no LATERAL, sorts the queue it holds.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import DateTime, Float, Join, bindparam, cast, func, select, union_all
+from sqlalchemy import CTE, DateTime, Float, Join, bindparam, cast, func, select, union_all
 from sqlalchemy.sql.elements import ColumnElement
 
 from imagegate.jobs.states import Status
@@ -25,6 +30,7 @@ from imagegate.jobs.tables import jobs, tenants
 class FairShare:
     joined: Join  # jobs, with each tenant's recent service and weight
     order: ColumnElement[Any]  # the claim's first sort key: least served first
+    served: CTE  # each tenant's recent service (owner, served)
 
 
 SINCE = "served_since"  # the bound parameter: the start of the fair-share window
@@ -52,8 +58,29 @@ def fair_share() -> FairShare:
     joined = jobs.outerjoin(served, served.c.owner == jobs.c.owner).outerjoin(
         tenants, tenants.c.id == jobs.c.owner
     )
-    share = cast(func.coalesce(served.c.served, 0), Float) / func.coalesce(tenants.c.weight, 1.0)
-    return FairShare(joined, share)
+    return FairShare(joined, share_of(served), served)
+
+
+def share_of(served: CTE) -> ColumnElement[Any]:
+    """A tenant's recent service over its weight (``served`` and ``tenants`` joined)."""
+    return cast(func.coalesce(served.c.served, 0), Float) / func.coalesce(tenants.c.weight, 1.0)
+
+
+def waiting_tenants() -> CTE:
+    """The tenants with queued jobs, found by walking ``ix_jobs_queue_by_owner`` from one
+    tenant to the next (a loose index scan: a search per tenant, not a read of every
+    queued job); PostgreSQL only."""
+    queued = jobs.c.status == Status.QUEUED.value
+    first = select(jobs.c.owner).where(queued).order_by(jobs.c.owner).limit(1)
+    found = first.cte("waiting_tenants", recursive=True)
+    following = (
+        select(jobs.c.owner)
+        .where(queued, jobs.c.owner > found.c.owner)
+        .order_by(jobs.c.owner)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return found.union_all(select(following).where(found.c.owner.is_not(None)))
 
 
 FAIR_SHARE = fair_share()

@@ -15,7 +15,19 @@ from datetime import UTC, datetime, timedelta
 from time import monotonic
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    and_,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from imagegate import metrics
@@ -23,7 +35,7 @@ from imagegate.cache import entries, idempotency
 from imagegate.cache.idempotency import IdempotencyRequest
 from imagegate.cache.keys import NOT_CACHEABLE, CacheRequest
 from imagegate.errors import IllegalTransition, JobNotFound
-from imagegate.jobs import audit, blobs, events, gallery, lookup, queue
+from imagegate.jobs import audit, blobs, events, fairness, gallery, lookup, queue
 from imagegate.jobs.audit import AuditEntry
 from imagegate.jobs.changes import (
     CANCELED,
@@ -71,6 +83,7 @@ from imagegate.jobs.rows import (
 from imagegate.jobs.rows import spec_values as _spec_values
 from imagegate.jobs.states import Status, sources_of
 from imagegate.jobs.tables import images, jobs
+from imagegate.jobs.tables import tenants as tenant_rows
 from imagegate.jobs.wakeup import CHANNEL, Wakeup
 from imagegate.usage import alerts, ledger
 from imagegate.usage.ledger import Pricing
@@ -457,16 +470,21 @@ class JobStore(SingleFlight):
             .limit(limit)
             .with_for_update(skip_locked=True, of=jobs)
         )
+        if like is not None:
+            runnable = runnable.where(*compatible_with(like))
         window: dict[str, datetime] = {}
         if self.fair_share_window is not None:
             window[SINCE] = now - self.fair_share_window
-            runnable = (
-                runnable.select_from(FAIR_SHARE.joined)
-                .order_by(None)
-                .order_by(FAIR_SHARE.order, jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
-            )
-        if like is not None:
-            runnable = runnable.where(*compatible_with(like))
+            if self._postgres:
+                runnable = _fairly_by_tenant(runnable, limit)
+            else:
+                runnable = (
+                    runnable.select_from(FAIR_SHARE.joined)
+                    .order_by(None)
+                    .order_by(
+                        FAIR_SHARE.order, jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id
+                    )
+                )
         # A materialised CTE, so PostgreSQL locks and limits once; as a plain IN (subquery)
         # the planner may re-run the LIMIT per row and claim more than asked.
         chosen = runnable.cte("chosen").prefix_with("MATERIALIZED", dialect="postgresql")
@@ -862,3 +880,29 @@ class JobStore(SingleFlight):
     def _notify_workers(self, conn: Connection) -> None:
         if self._postgres:
             conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+
+
+def _fairly_by_tenant(runnable: Select[Any], limit: int) -> Select[Any]:
+    """``runnable`` (the claim's conditions, in queue order, locked), taken per waiting
+    tenant and ordered by the tenants' shares: each tenant's next ``limit`` jobs come
+    from the queue index, and only those are sorted (PostgreSQL)."""
+    tenants_waiting = fairness.waiting_tenants()
+    owner = tenants_waiting.c.owner
+    head = (
+        runnable.where(jobs.c.owner == owner)
+        .add_columns(jobs.c.priority, jobs.c.created_at)
+        .lateral("head")
+    )
+    served = FAIR_SHARE.served
+    candidates = (
+        tenants_waiting.join(head, true())
+        .outerjoin(served, served.c.owner == owner)
+        .outerjoin(tenant_rows, tenant_rows.c.id == owner)
+    )
+    return (
+        select(head.c.id)
+        .select_from(candidates)
+        .where(owner.is_not(None))
+        .order_by(fairness.share_of(served), head.c.priority.desc(), head.c.created_at, head.c.id)
+        .limit(limit)
+    )

@@ -97,6 +97,8 @@ jobs = Table(
     Column("quarantined", Boolean, nullable=False, server_default=text("false")),
     # The claim query's path: the next runnable job by priority, then age.
     Index("ix_jobs_queue", "status", text("priority DESC"), "created_at", "id"),
+    # The fair claim on PostgreSQL: which tenants wait, and each one's next jobs.
+    Index("ix_jobs_queue_by_owner", "status", "owner", text("priority DESC"), "created_at", "id"),
     Index("ix_jobs_owner_created", "owner", "created_at", "id"),
     Index("ix_jobs_owner_status", "owner", "status"),
     Index("ix_jobs_started", "started_at"),  # fair share: who was served recently
