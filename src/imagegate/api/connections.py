@@ -57,7 +57,27 @@ def _abort(transport: asyncio.Transport) -> None:
     transport.abort()
 
 
-class GuardedHttp(HttpToolsProtocol):
+class DeadlinedWrites:
+    """The send deadline, for a uvicorn protocol: armed when the transport pauses its
+    writer, disarmed when it resumes or the connection ends."""
+
+    write_deadline: WriteDeadline
+    transport: asyncio.Transport
+
+    def pause_writing(self) -> None:
+        super().pause_writing()  # type: ignore[misc]
+        self.write_deadline.arm(self.transport)
+
+    def resume_writing(self) -> None:
+        self.write_deadline.disarm()
+        super().resume_writing()  # type: ignore[misc]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.write_deadline.disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+
+class GuardedHttp(DeadlinedWrites, HttpToolsProtocol):
     send_timeout_s: ClassVar[float] = 30.0
     header_timeout_s: ClassVar[float] = 20.0
     send_buffer_bytes: ClassVar[int | None] = None
@@ -82,16 +102,7 @@ class GuardedHttp(HttpToolsProtocol):
         if not self.pipeline and not self.transport.is_closing():
             self._await_headers()  # the next request's, while uvicorn's keep-alive runs
 
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        self.write_deadline.arm(self.transport)
-
-    def resume_writing(self) -> None:
-        self.write_deadline.disarm()
-        super().resume_writing()
-
     def connection_lost(self, exc: Exception | None) -> None:
-        self.write_deadline.disarm()
         self._headers_arrived()
         super().connection_lost(exc)
 
@@ -117,24 +128,12 @@ def _cap_send_buffer(transport: asyncio.Transport, size: int) -> None:
     transport.set_write_buffer_limits(high=size)
 
 
-class GuardedWebSocket(WebSocketsSansIOProtocol):
+class GuardedWebSocket(DeadlinedWrites, WebSocketsSansIOProtocol):
     send_timeout_s: ClassVar[float] = 30.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.write_deadline = WriteDeadline(self.send_timeout_s)
-
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        self.write_deadline.arm(self.transport)
-
-    def resume_writing(self) -> None:
-        self.write_deadline.disarm()
-        super().resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.write_deadline.disarm()
-        super().connection_lost(exc)
 
 
 def connection_protocols(settings: Settings) -> dict[str, type[asyncio.Protocol]]:
