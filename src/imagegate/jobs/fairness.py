@@ -19,7 +19,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import CTE, DateTime, Float, Join, bindparam, cast, func, select, union_all
+from sqlalchemy import (
+    CTE,
+    DateTime,
+    Float,
+    Join,
+    Select,
+    bindparam,
+    cast,
+    func,
+    select,
+    true,
+    union_all,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from imagegate.jobs.states import Status
@@ -94,3 +106,29 @@ def scoped_to(owner: str | None, user: str | None) -> list[ColumnElement[bool]]:
     if user is not None:
         conditions.append(jobs.c.end_user == user)
     return conditions
+
+
+def by_tenant(runnable: Select[Any], limit: int) -> Select[Any]:
+    """``runnable`` (the claim's conditions, in queue order, locked), taken per waiting
+    tenant and ordered by the tenants' shares: each tenant's next ``limit`` jobs come
+    from the queue index, and only those are sorted (PostgreSQL)."""
+    tenants_waiting = waiting_tenants()
+    owner = tenants_waiting.c.owner
+    head = (
+        runnable.where(jobs.c.owner == owner)
+        .add_columns(jobs.c.priority, jobs.c.created_at)
+        .lateral("head")
+    )
+    served = FAIR_SHARE.served
+    candidates = (
+        tenants_waiting.join(head, true())
+        .outerjoin(served, served.c.owner == owner)
+        .outerjoin(tenants, tenants.c.id == owner)
+    )
+    return (
+        select(head.c.id)
+        .select_from(candidates)
+        .where(owner.is_not(None))
+        .order_by(share_of(served), head.c.priority.desc(), head.c.created_at, head.c.id)
+        .limit(limit)
+    )

@@ -18,14 +18,12 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
-    Select,
     and_,
     func,
     insert,
     or_,
     select,
     text,
-    true,
     update,
 )
 from sqlalchemy.sql.elements import ColumnElement
@@ -83,7 +81,6 @@ from imagegate.jobs.rows import (
 from imagegate.jobs.rows import spec_values as _spec_values
 from imagegate.jobs.states import Status, sources_of
 from imagegate.jobs.tables import images, jobs
-from imagegate.jobs.tables import tenants as tenant_rows
 from imagegate.jobs.wakeup import CHANNEL, Wakeup
 from imagegate.usage import alerts, ledger
 from imagegate.usage.ledger import Pricing
@@ -476,7 +473,7 @@ class JobStore(SingleFlight):
         if self.fair_share_window is not None:
             window[SINCE] = now - self.fair_share_window
             if self._postgres:
-                runnable = _fairly_by_tenant(runnable, limit)
+                runnable = fairness.by_tenant(runnable, limit)
             else:
                 runnable = (
                     runnable.select_from(FAIR_SHARE.joined)
@@ -880,29 +877,3 @@ class JobStore(SingleFlight):
     def _notify_workers(self, conn: Connection) -> None:
         if self._postgres:
             conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
-
-
-def _fairly_by_tenant(runnable: Select[Any], limit: int) -> Select[Any]:
-    """``runnable`` (the claim's conditions, in queue order, locked), taken per waiting
-    tenant and ordered by the tenants' shares: each tenant's next ``limit`` jobs come
-    from the queue index, and only those are sorted (PostgreSQL)."""
-    tenants_waiting = fairness.waiting_tenants()
-    owner = tenants_waiting.c.owner
-    head = (
-        runnable.where(jobs.c.owner == owner)
-        .add_columns(jobs.c.priority, jobs.c.created_at)
-        .lateral("head")
-    )
-    served = FAIR_SHARE.served
-    candidates = (
-        tenants_waiting.join(head, true())
-        .outerjoin(served, served.c.owner == owner)
-        .outerjoin(tenant_rows, tenant_rows.c.id == owner)
-    )
-    return (
-        select(head.c.id)
-        .select_from(candidates)
-        .where(owner.is_not(None))
-        .order_by(fairness.share_of(served), head.c.priority.desc(), head.c.created_at, head.c.id)
-        .limit(limit)
-    )

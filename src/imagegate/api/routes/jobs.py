@@ -18,6 +18,8 @@ from imagegate.api.deps import (
     Writer,
     authorized,
     client_ip,
+    links_of,
+    runtime_of,
 )
 from imagegate.api.image_headers import image_headers
 from imagegate.api.openapi import headers
@@ -103,24 +105,18 @@ def submit_job(
     response_model=JobOut,
     responses=documented(404, answers={200: headers("Retry-After")}),
 )
-async def get_job(
-    job_id: str,
-    runtime: RuntimeDep,
-    request: Request,
-    links: LinksDep,
-    response: Response,
-    _: Credential,
-) -> JobOut:
+async def get_job(job_id: str, request: Request, response: Response, _: Credential) -> JobOut:
     """The job, with its place in the queue while it waits. While it is unfinished,
     `Retry-After` says when to poll again (or follow `/events`)."""
-    # Polled often: one trip to the thread pool (credential and read).
+    # Polled often: one trip to the thread pool (credential and read), as GET /status.
+    return await run_in_threadpool(_job, job_id, request, response)
 
-    def read() -> JobOut:
-        principal = authorized(runtime, request, Scope.JOBS_READ)
-        job = runtime.store.get(job_id, principal.tenant, principal.user)
-        return job_view(runtime, job, links, response)
 
-    return await run_in_threadpool(read)
+def _job(job_id: str, request: Request, response: Response) -> JobOut:
+    runtime = runtime_of(request)
+    principal = authorized(runtime, request, Scope.JOBS_READ)
+    job = runtime.store.get(job_id, principal.tenant, principal.user)
+    return job_view(runtime, job, links_of(request, runtime), response)
 
 
 @router.get("", response_model=JobPage)
