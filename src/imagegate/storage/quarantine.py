@@ -8,8 +8,6 @@ import io
 import uuid
 from collections.abc import Sequence
 
-from PIL import Image as PILImage
-
 from imagegate.errors import ImageNotFound
 from imagegate.jobs.models import ImageRecord, Job
 from imagegate.storage import Storage
@@ -38,6 +36,8 @@ class Quarantine:
         """Store a held job's images where the API serves them from (content addressed,
         like any other). The withheld files stay until the approval is recorded (see
         :meth:`settle`)."""
+        from PIL import Image as PILImage
+
         records: list[ImageRecord] = []
         content_type = FORMATS[job.spec.output_format]
         for index in range(len((job.moderation or {}).get("output") or ())):

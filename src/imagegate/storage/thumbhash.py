@@ -13,8 +13,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from operator import mul
+from typing import TYPE_CHECKING
 
-from PIL.Image import Image
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 
 def thumb_hash(image: Image) -> bytes:

@@ -3,6 +3,9 @@
 An app's backend mints one with its secret key; a page then creates and follows that
 user's jobs with it, and nothing else. The token names the key it was minted with, so
 revoking the key ends its tokens too.
+
+PyJWT is imported on first use: it brings in ``cryptography`` (10 MB resident), which a
+service that never mints or reads a token should not carry.
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-
-import jwt
 
 ISSUER = "imagegate"
 ALGORITHM = "HS256"
@@ -65,10 +66,14 @@ class TokenSigner:
             "mj": max_jobs,
             "tpl": list(templates) if templates is not None else None,
         }
+        import jwt
+
         return jwt.encode(payload, self._key, algorithm=ALGORITHM), claims
 
     def verify(self, token: str) -> TokenClaims | None:
         """The claims of a valid, unexpired token; None for anything else."""
+        import jwt
+
         try:
             payload = jwt.decode(
                 token,

@@ -13,17 +13,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from PIL.Image import Image
-
 from imagegate.jobs.audit import AuditEntry
 from imagegate.jobs.models import ErrorInfo, Job
 from imagegate.storage import Storage
 from imagegate.storage.quarantine import Quarantine
 
 if TYPE_CHECKING:
+    from PIL.Image import Image
+
     from imagegate.safety.verdict import Verdict
 
-ImageCheck = Callable[[Image], "Verdict"]
+ImageCheck = Callable[["Image"], "Verdict"]
 OUTPUT_BLOCKED = ErrorInfo(
     "output_blocked", "The generated image was withheld by the output content policy."
 )

@@ -15,9 +15,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from typing import TYPE_CHECKING
 
 import structlog
-from PIL.Image import Image
 
 from imagegate import metrics
 from imagegate.errors import GenerationCanceled, GenerationError, GenerationTimeout
@@ -34,6 +34,9 @@ from imagegate.storage.keys import preview_key
 from imagegate.worker.leases import LeaseKeeper
 from imagegate.worker.liveness import Heartbeat, Liveness
 from imagegate.worker.output_gate import OUTPUT_BLOCKED, OutputGate, Screened
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 log = structlog.get_logger(__name__)
 
