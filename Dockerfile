@@ -35,6 +35,8 @@ COPY src ./src
 FROM source AS api-build
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install "./[prompt-safety,s3]"
+# The prompt encoder's embedding table as a file, which the API reads rows from (not heap).
+RUN python -m imagegate.safety.universal /opt/imagegate/share/imagegate
 
 # Everything but torch: the sketch and openai backends, prompt safety, output moderation.
 # Add the diffusers backend (CPU torch) with --build-arg EMBEDDED_EXTRAS=safety,s3,diffusers.
@@ -47,6 +49,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 FROM python-base AS api
 COPY --from=api-build /opt/imagegate /opt/imagegate
 ENV IMAGEGATE_DATA_DIR=/var/lib/imagegate/data \
+    IMAGEGATE_SAFETY_TABLE_DIR=/opt/imagegate/share/imagegate \
     IMAGEGATE_PORT=8000
 WORKDIR /var/lib/imagegate
 USER 10001:10001

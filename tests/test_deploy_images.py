@@ -79,6 +79,8 @@ def target_env(target: str, data: Path, **more: str) -> dict[str, str]:
     env = {k: v for k, v in env.items() if ENV_NAME.fullmatch(k) or k == "HF_HOME"}
     env |= {"IMAGEGATE_DATA_DIR": str(data), "HF_HOME": str(data / "models")}
     env |= {"IMAGEGATE_DATABASE_URL": f"sqlite:///{data / 'imagegate.db'}"}
+    if "IMAGEGATE_SAFETY_TABLE_DIR" in env:  # built into the image; written here on start
+        env["IMAGEGATE_SAFETY_TABLE_DIR"] = str(data / "table")
     if "IMAGEGATE_WORKER_METRICS_HOST" in env:
         env["IMAGEGATE_WORKER_METRICS_HOST"] = "127.0.0.1"
         env["IMAGEGATE_WORKER_METRICS_PORT"] = str(free_port())

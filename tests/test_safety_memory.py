@@ -107,3 +107,25 @@ def test_an_api_process_loads_nothing_only_others_need(tmp_path: Path) -> None:
 
     assert loaded() == ["alembic"]  # the first start migrates
     assert loaded() == ["none"]
+
+
+def test_the_image_build_step_writes_the_table(tmp_path: Path) -> None:
+    """The API image's build runs ``python -m imagegate.safety.universal DIR``; a container
+    then finds the table there, on a read-only file system."""
+    dockerfile = (Path(__file__).parent.parent / "Dockerfile").read_text()
+    assert "RUN python -m imagegate.safety.universal /opt/imagegate/share/imagegate" in dockerfile
+    assert "IMAGEGATE_SAFETY_TABLE_DIR=/opt/imagegate/share/imagegate" in dockerfile
+    done = subprocess.run(
+        [sys.executable, "-m", "imagegate.safety.universal", str(tmp_path / "share")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (table,) = (tmp_path / "share").iterdir()
+    (tmp_path / "share").chmod(0o500)  # read-only now, as in the container
+    try:
+        encoder = UniversalEncoder(tmp_path / "share")
+        assert isinstance(encoder.load()._model.table, TableFile)
+    finally:
+        (tmp_path / "share").chmod(0o700)
+    assert table.stat().st_size > 65_000_000

@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None  # Bearer token of the /v1/admin routes
     safety_semantic: bool = True  # the embedding stage (needs the safety extra)
     safety_terms_file: Path | None = None  # replaces the bundled safety/data/terms.yaml
+    # where the encoder's embedding table is read from (written there if missing): by
+    # default data_dir/models; the API image ships one
+    safety_table_dir: Path | None = None
     templates_file: Path | None = None  # more prompt templates, added to the built-in ones
     safety_remote_url: str | None = None  # an OpenAI-compatible /v1/moderations endpoint
     safety_remote_api_key: SecretStr | None = None

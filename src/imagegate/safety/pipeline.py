@@ -98,7 +98,7 @@ def _semantic_stage(matcher: TermMatcher, settings: Settings) -> Stage:
     from imagegate.safety.semantic import SemanticModel, SemanticStage
     from imagegate.safety.universal import shared_encoder
 
-    embedder = shared_encoder(settings.data_dir / "models")
+    embedder = shared_encoder(settings.safety_table_dir or settings.data_dir / "models")
     model = SemanticModel.load()
     if model.embedder != embedder.model_id:
         log.warning(

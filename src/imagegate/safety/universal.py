@@ -171,3 +171,22 @@ def _open_table(path: Path, table: np.ndarray[Any, Any]) -> TableFile | None:
 def shared_encoder(table_dir: Path | None = None) -> UniversalEncoder:
     """The process's one encoder (the weights load on its first use)."""
     return UniversalEncoder(table_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m imagegate.safety.universal DIR``: write the table file into DIR (the API
+    image does this at build time, so its read-only containers find it there)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("table_dir", type=Path)
+    args = parser.parse_args(argv)
+    encoder = UniversalEncoder(args.table_dir)
+    table = encoder.load()._model.table
+    if not isinstance(table, TableFile):
+        raise SystemExit(f"could not write the table into {args.table_dir}")
+    print(f"{args.table_dir}: {encoder.model_id}")
+
+
+if __name__ == "__main__":
+    main()
