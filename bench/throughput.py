@@ -1,9 +1,10 @@
 """Throughput and status latency of the original API under a steady job stream.
 
 Starts ``imagegate serve --workers 2`` with the sketch delay at 200 ms, on SQLite and on
-PostgreSQL, submits 40 jobs through ``POST /generate`` and polls ``GET /status/{id}``
-until all complete. Prints throughput against the limit (workers / delay) and the
-status-poll latency percentiles measured while jobs were generating; writes JSON to
+PostgreSQL, submits 40 jobs at once through ``POST /generate``, and 4 concurrent clients
+poll ``GET /status/{id}`` until all complete. Prints throughput against the limit
+(workers / delay) and the status-poll latency percentiles measured while jobs were
+generating; writes JSON to
 ``bench/results/throughput.json``.
 
     .venv/bin/python bench/throughput.py [--jobs 40] [--postgres-url postgresql://...]
@@ -19,8 +20,10 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,11 +37,54 @@ from tests.processes import serve
 
 RESULTS = Path(__file__).parent / "results"
 WORKERS, DELAY_MS = 2, 200
+POLLERS, DEADLINE_S = 4, 600  # concurrent pollers, as issue 13 asks
+FINAL = ("completed", "failed", "canceled")
 
 
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def poll_until_done(base_url: str, ids: list[str], pollers: int = POLLERS) -> list[float]:
+    """``pollers`` clients, each on its own connection, poll the unfinished jobs in turn
+    with 10 ms between polls until every job is final; all their latencies, in ms."""
+    pending = set(ids)
+    lock = threading.Lock()
+    latencies: list[float] = []
+
+    def poller(offset: int) -> None:
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            turn = offset
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    ordered = sorted(pending)
+                    job_id = ordered[turn % len(ordered)]
+                turn += 1
+                sent = time.perf_counter()
+                status = client.get(f"/status/{job_id}").json()["status"]
+                elapsed = (time.perf_counter() - sent) * 1000
+                with lock:
+                    latencies.append(elapsed)
+                    if status in FINAL:
+                        pending.discard(job_id)
+                time.sleep(0.01)
+
+    with ThreadPoolExecutor(pollers + 1) as pool:
+        polling = [pool.submit(poller, offset) for offset in range(pollers)]
+        deadline = time.monotonic() + DEADLINE_S
+        while not all(p.done() for p in polling):
+            if time.monotonic() > deadline:
+                with lock:
+                    left = len(pending)
+                    pending.clear()  # stops the pollers
+                raise AssertionError(f"{left} jobs not final after {DEADLINE_S} s")
+            time.sleep(0.2)
+        for p in polling:
+            p.result()
+    return latencies
 
 
 # "core": the queue, workers and API alone (the core's targets); "safe": the defaults users
@@ -58,17 +104,17 @@ def run_once(database_url: str, jobs: int, work: Path, profile: dict[str, str]) 
     } | profile
     with serve(env, work / "serve.log", workers=WORKERS) as client:
         for warm in range(2):
-            _wait_all(
-                client, [client.post("/generate", json={"prompt": f"warm {warm}"}).json()["job_id"]]
-            )
+            warm_id = client.post("/generate", json={"prompt": f"warm {warm}"}).json()["job_id"]
+            poll_until_done(str(client.base_url), [warm_id], pollers=1)
         started = time.perf_counter()
-        ids = [
-            client.post("/generate", json={"prompt": f"bench job {i}", "style": "noir"}).json()[
-                "job_id"
-            ]
-            for i in range(jobs)
-        ]
-        latencies_ms = _wait_all(client, ids)
+
+        def submit(i: int) -> str:
+            body = {"prompt": f"bench job {i}", "style": "noir"}
+            return str(client.post("/generate", json=body).json()["job_id"])
+
+        with ThreadPoolExecutor(jobs) as pool:  # all at once, as issue 13's load asks
+            ids = list(pool.map(submit, range(jobs)))
+        latencies_ms = poll_until_done(str(client.base_url), ids)
         wall_s = time.perf_counter() - started
         records = [client.get(f"/v1/jobs/{job_id}").json() for job_id in ids]
     created = min(_t(r["created_at"]) for r in records)
@@ -91,21 +137,6 @@ def run_once(database_url: str, jobs: int, work: Path, profile: dict[str, str]) 
             r["metadata"]["generation_time_ms"] for r in records
         ),
     }
-
-
-def _wait_all(client: httpx.Client, ids: list[str]) -> list[float]:
-    """Poll each unfinished job in turn (10 ms apart) until all are final; the latencies."""
-    latencies: list[float] = []
-    pending = list(ids)
-    while pending:
-        for job_id in list(pending):
-            sent = time.perf_counter()
-            status = client.get(f"/status/{job_id}").json()["status"]
-            latencies.append((time.perf_counter() - sent) * 1000)
-            if status in ("completed", "failed", "canceled"):
-                pending.remove(job_id)
-            time.sleep(0.01)
-    return latencies
 
 
 def _t(stamp: str) -> datetime:
