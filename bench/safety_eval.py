@@ -3,10 +3,11 @@ per form, how fast, and in how much memory.
 
 .venv/bin/python bench/safety_eval.py [--calibration]
 
-Three filters over the two test files (nothing was fitted or tuned on them):
-tests/data/safety/test.jsonl (English, 945 prompts) and test_multilingual.jsonl (13 more
+Three filters over the three test files (nothing was fitted or tuned on them):
+tests/data/safety/test.jsonl (English, 945 prompts), test_multilingual.jsonl (13 more
 languages, and English dilution and its traps, by authors who wrote none of the
-calibration side of their language):
+calibration side of their language) and test_multilingual_2.jsonl (written later by two
+more authors, and measured once):
 
 - ``original_substring``: the first filter (safety/baseline.py);
 - ``before``: the whole input pipeline as it was before issue 14 (English MiniLM,
@@ -51,7 +52,11 @@ from imagegate.settings import Settings, load_settings
 ROOT = Path(__file__).parent.parent
 RESULTS = Path(__file__).parent / "results"
 DATA = ROOT / "tests" / "data" / "safety"
-SETS = {"english": "test.jsonl", "multilingual": "test_multilingual.jsonl"}
+SETS = {
+    "english": "test.jsonl",
+    "multilingual": "test_multilingual.jsonl",
+    "multilingual_fresh": "test_multilingual_2.jsonl",
+}
 CALIBRATION_SETS = {
     "english": "calibration.jsonl",
     "multilingual": "calibration_multilingual.jsonl",

@@ -40,7 +40,7 @@ from imagegate.settings import Settings
 
 DATA = Path(__file__).parent / "data" / "safety"
 CALIBRATION = [DATA / "calibration.jsonl", DATA / "calibration_multilingual.jsonl"]
-TESTS = [DATA / "test.jsonl", DATA / "test_multilingual.jsonl"]
+TESTS = [DATA / "test.jsonl", DATA / "test_multilingual.jsonl", DATA / "test_multilingual_2.jsonl"]
 ZERO_WIDTH_SPACE, SOFT_HYPHEN = "\u200b", "\u00ad"
 CYRILLIC_A, CYRILLIC_O, CYRILLIC_ES, CYRILLIC_DZE = "\u0430", "\u043e", "\u0441", "\u0455"
 GREEK_CAPITAL_NU, ARMENIAN_SEH = "\u039d", "\u057d"
@@ -544,12 +544,26 @@ def test_each_language_has_its_share_on_both_sides(half: str) -> None:
     for language in LANGUAGES:
         mine = [p for p in prompts if p.lang == language]
         harmful = sum(p.harmful for p in mine)
-        if language == "en":  # English here is the dilution and its traps
-            assert {p.form for p in mine} == {"diluted", "trap"} and harmful >= 30
+        if language == "en":  # English here is mostly the dilution and its traps
+            assert {"diluted", "trap"} <= {p.form for p in mine} and harmful >= 30
             continue
         assert harmful >= 25 and len(mine) - harmful >= 24, language
         assert {p.category for p in mine if p.harmful} == set(CATEGORIES), language
         assert {"diluted", "obfuscated", "paraphrase", "plain"} <= {p.form for p in mine}
+
+
+def test_the_fresh_test_file_covers_every_language() -> None:
+    """test_multilingual_2.jsonl: written after the pipeline was fitted, by two authors
+    who wrote nothing else (tests/data/safety/README.md)."""
+    from imagegate.safety.language import LANGUAGES
+
+    prompts = read_prompts(DATA / "test_multilingual_2.jsonl")
+    for language in sorted({p.lang for p in prompts}):
+        assert language in LANGUAGES
+        mine = [p for p in prompts if p.lang == language]
+        harmful = sum(p.harmful for p in mine)
+        assert harmful >= 20 and len(mine) - harmful >= 20, language
+        assert {p.category for p in mine if p.harmful} == set(CATEGORIES), language
 
 
 # the remote stage, against a loopback server
