@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -40,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).parent))
 from tests.processes import imagegate_process, serve
 
-from throughput import percentile, poll_until_done
+from throughput import poll_figures, poll_until_done
 
 RESULTS = Path(__file__).parent / "results"
 WORKERS, TARGET_P99_MS = 2, 50.0
@@ -60,15 +59,7 @@ def run_load(client: httpx.Client, jobs: int) -> dict[str, Any]:
     latencies = poll_until_done(str(client.base_url), ids)
     records = [client.get(f"/v1/jobs/{job_id}").json() for job_id in ids]
     assert all(r["status"] == "completed" for r in records), [r["status"] for r in records]
-    return {
-        "status_polls": len(latencies),
-        "status_p50_ms": round(percentile(latencies, 50), 2),
-        "status_p99_ms": round(percentile(latencies, 99), 2),
-        "status_max_ms": round(max(latencies), 2),
-        "generation_ms_median": statistics.median(
-            r["metadata"]["generation_time_ms"] for r in records
-        ),
-    }
+    return poll_figures(latencies, records)
 
 
 @contextmanager

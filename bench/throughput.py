@@ -87,6 +87,19 @@ def poll_until_done(base_url: str, ids: list[str], pollers: int = POLLERS) -> li
     return latencies
 
 
+def poll_figures(latencies_ms: list[float], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The polls' latency percentiles, and the jobs' median generation time."""
+    return {
+        "status_polls": len(latencies_ms),
+        "status_p50_ms": round(percentile(latencies_ms, 50), 2),
+        "status_p99_ms": round(percentile(latencies_ms, 99), 2),
+        "status_max_ms": round(max(latencies_ms), 2),
+        "generation_ms_median": statistics.median(
+            r["metadata"]["generation_time_ms"] for r in records
+        ),
+    }
+
+
 # "core": the queue, workers and API alone (the core's targets); "safe": the defaults users
 # get, with every prompt checked (semantic model included) and every image moderated.
 PROFILES = {
@@ -129,14 +142,7 @@ def run_once(database_url: str, jobs: int, work: Path, profile: dict[str, str]) 
         "throughput_jobs_per_s": round(jobs / span_s, 3),
         "limit_jobs_per_s": limit,
         "throughput_vs_limit": round(jobs / span_s / limit, 4),
-        "status_polls": len(latencies_ms),
-        "status_p50_ms": round(percentile(latencies_ms, 50), 2),
-        "status_p99_ms": round(percentile(latencies_ms, 99), 2),
-        "status_max_ms": round(max(latencies_ms), 2),
-        "generation_ms_median": statistics.median(
-            r["metadata"]["generation_time_ms"] for r in records
-        ),
-    }
+    } | poll_figures(latencies_ms, records)
 
 
 def _t(stamp: str) -> datetime:

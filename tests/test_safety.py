@@ -562,7 +562,8 @@ def test_the_fresh_test_file_covers_every_language() -> None:
         assert language in LANGUAGES
         mine = [p for p in prompts if p.lang == language]
         harmful = sum(p.harmful for p in mine)
-        assert harmful >= 20 and len(mine) - harmful >= 20, language
+        # 20 and 20 each; one Chinese trap was dropped (it folds to a calibration prompt)
+        assert harmful >= 20 and len(mine) - harmful >= 19, language
         assert {p.category for p in mine if p.harmful} == set(CATEGORIES), language
 
 
