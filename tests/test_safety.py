@@ -523,7 +523,7 @@ def test_the_halves_do_not_share_prompts() -> None:
     assert len({p.text for p in calibration}) == len(calibration)
     # The English test half was fixed first; the calibration half grew later (README.md).
     english = read_prompts(DATA / "test.jsonl")
-    assert len(english) >= 900 and len(english) / (len(calibration) + len(test)) > 0.2
+    assert len(english) >= 900 and len(english) / (len(calibration) + len(test)) > 0.15
 
 
 def test_the_prompt_set_covers_every_category_and_form() -> None:
