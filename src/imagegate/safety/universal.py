@@ -49,7 +49,7 @@ class UniversalEncoder:
     vector does not depend on the others in the batch."""
 
     def __init__(self, table_dir: Path | None = None) -> None:
-        self._table_dir = table_dir  # where the embedding table is mapped from; None: heap
+        self._table_dir = table_dir  # where the embedding table is read from; None: heap
         self._lock = threading.Lock()
         self._model: Any = None
         self._failure: str | None = None
