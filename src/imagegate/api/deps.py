@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request, Security
+from fastapi import Depends, Header, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from starlette.requests import HTTPConnection
 
 from imagegate.api.links import Links
 from imagegate.api.openapi import refuses
+from imagegate.api.problems import documented
 from imagegate.errors import Unauthorized
+from imagegate.jobs.states import Status
 from imagegate.runtime import Runtime
 from imagegate.tenancy.auth import bearer
 from imagegate.tenancy.keys import KEY_PREFIX
@@ -86,17 +89,28 @@ def requires(scope: Scope | None) -> Callable[..., Principal]:
     return principal
 
 
-@refuses(401, 403, 429, 503)
-async def credential_declared(
-    _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
-) -> None:
-    """What ``requires`` declares (the bearer scheme, its refusals, the runtime's), and
-    nothing more: for the routes polled most, which take no other dependency and call
-    :func:`authorized` in the one trip to the thread pool they take for their read (each
-    dependency FastAPI solves costs more than the read on SQLite)."""
+def polled(*statuses: int, answers: Mapping[int, dict[str, Any]]) -> dict[str, Any]:
+    """The route options of the routes clients poll most (``GET /status/{id}``,
+    ``GET /v1/jobs/{id}``): the documentation of what ``requires`` would add (the bearer
+    scheme, the credential's refusals, the runtime's 503) without a dependency to solve.
+    Such a route takes only its path parameter and the request, calls :func:`authorized`
+    in the one trip to the thread pool it takes for its read, and answers with
+    :func:`json_answer`: each dependency FastAPI solves, and its validation of the returned
+    model, cost more per poll than the read itself on SQLite."""
+    return {
+        "responses": documented(401, 403, 429, 503, *statuses, answers=answers),
+        "openapi_extra": {"security": [{BEARER.scheme_name: []}]},
+    }
 
 
-Credential = Annotated[None, Depends(credential_declared)]
+def poll_hint(runtime: Runtime, status: Status) -> dict[str, str]:
+    """``Retry-After`` on the answer about an unfinished job: when to poll again."""
+    return {} if status.is_final else {"Retry-After": str(runtime.settings.poll_hint_s)}
+
+
+def json_answer(model: BaseModel, headers: Mapping[str, str] | None = None) -> Response:
+    """``model`` rendered once by pydantic, as FastAPI would render it for its route."""
+    return Response(model.model_dump_json(), media_type="application/json", headers=headers)
 
 
 def links_of(request: Request, runtime: Runtime) -> Links:

@@ -22,7 +22,11 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        framing = dict(scope["headers"])
+        declared = framing.get(b"content-length", b"")
+        if not declared and b"transfer-encoding" not in framing:
+            await self.app(scope, receive, send)  # no body (RFC 9112 6.3): nothing to hold
+            return
         body = (
             None
             if declared.isdigit() and int(declared) > self.max_bytes

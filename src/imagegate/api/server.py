@@ -41,10 +41,10 @@ class RedactSignatures(logging.Filter):
     SIG = re.compile(r"([?&]sig=)[^&\s]+")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
+        args = record.args
+        if isinstance(args, tuple) and any(isinstance(a, str) and "sig=" in a for a in args):
             record.args = tuple(
-                self.SIG.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
-                for arg in record.args
+                self.SIG.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg for arg in args
             )
         return True
 

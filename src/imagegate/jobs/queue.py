@@ -47,9 +47,15 @@ _OLDER = (
     .limit(EXACT_UP_TO)
     .subquery()
 )
-_HIGHER_COUNT = select(func.count()).select_from(_HIGHER)
-# How many older ones there are, and when the first and the last of them arrived.
-_OLDER_COUNT = select(func.count(), func.min(_OLDER.c.created_at), func.max(_OLDER.c.created_at))
+# In one statement (a poll's round trip): the higher ones, how many older ones there are,
+# and when the first and the last of those arrived. Each count stays a subquery of its own,
+# over its own range.
+_AHEAD = select(
+    select(func.count()).select_from(_HIGHER).scalar_subquery(),
+    func.count(),
+    func.min(_OLDER.c.created_at),
+    func.max(_OLDER.c.created_at),
+).select_from(_OLDER)
 _RECENT = (
     select(jobs.c.generation_time_ms)
     .where(jobs.c.status == Status.COMPLETED.value)
@@ -73,9 +79,8 @@ def ahead_of(conn: Connection, job: Job) -> int:
     moves up to this job's arrival and the estimate falls, as a rule;
     ``JobStore.queue_info`` keeps what a waiting client sees from ever rising."""
     values = {"priority": job.spec.priority, "created": job.created_at, "id": job.id}
-    higher = int(conn.execute(_HIGHER_COUNT, values).scalar_one())
-    older, first, last = conn.execute(_OLDER_COUNT, values).one()
-    return higher + _estimate(int(older), utc(first), utc(last), utc(job.created_at))
+    higher, older, first, last = conn.execute(_AHEAD, values).one()
+    return int(higher) + _estimate(int(older), utc(first), utc(last), utc(job.created_at))
 
 
 def _estimate(

@@ -138,15 +138,30 @@ class JobStore(SingleFlight):
 
     def get(self, job_id: str, owner: str | None = None, user: str | None = None) -> Job:
         """The job; with ``owner`` (and ``user``), only if it is theirs: else a 404."""
+        return self._read_job(job_id, owner, user, placed=False)[0]
+
+    def get_placed(
+        self, job_id: str, owner: str | None, user: str | None, stale_after_s: float
+    ) -> tuple[Job, QueueInfo | None]:
+        """The job as ``get``, and while it is queued its place (``queue_info``), read on
+        one connection: what ``GET /v1/jobs/{id}`` shows."""
+        job, position = self._read_job(job_id, owner, user, placed=True)
+        return job, None if position is None else self._queue_place(job, position, stale_after_s)
+
+    def _read_job(
+        self, job_id: str, owner: str | None, user: str | None, placed: bool
+    ) -> tuple[Job, int | None]:
         if not _plausible_id(job_id):
             raise JobNotFound(job_id=job_id)
 
-        def reading(conn: Connection) -> Job | None:
+        def reading(conn: Connection) -> tuple[Job, int | None] | None:
             row = lookup.job_row(conn, job_id, owner, user)
             if row is None:
                 return None
             done = row["status"] == Status.COMPLETED.value  # only a completed job has images
-            return job_from_row(row, lookup.images_of(conn, job_id) if done else [])
+            job = job_from_row(row, lookup.images_of(conn, job_id) if done else [])
+            waiting = placed and job.status is Status.QUEUED
+            return job, queue.ahead_of(conn, job) if waiting else None
 
         found = lookup.read(self.reader, reading)
         if found is None:
@@ -212,6 +227,9 @@ class JobStore(SingleFlight):
     def queue_info(self, job: Job, stale_after_s: float) -> QueueInfo:
         """Jobs ahead of a queued job, and an ETA from recent generation times."""
         position = lookup.read(self.reader, lambda conn: queue.ahead_of(conn, job))
+        return self._queue_place(job, position, stale_after_s)
+
+    def _queue_place(self, job: Job, position: int, stale_after_s: float) -> QueueInfo:
         pace = self._pace
         if pace is None or monotonic() - pace.read_at > queue.PACE_TTL_S:
             now = self._now()

@@ -10,7 +10,6 @@ from starlette.concurrency import run_in_threadpool
 
 from imagegate.api.deps import (
     CacheControlHeader,
-    Credential,
     IdempotencyKeyHeader,
     LinksDep,
     Reader,
@@ -18,7 +17,10 @@ from imagegate.api.deps import (
     Writer,
     authorized,
     client_ip,
+    json_answer,
     links_of,
+    poll_hint,
+    polled,
     runtime_of,
 )
 from imagegate.api.image_headers import image_headers
@@ -103,20 +105,22 @@ def submit_job(
 @router.get(
     "/{job_id}",
     response_model=JobOut,
-    responses=documented(404, answers={200: headers("Retry-After")}),
+    **polled(404, answers={200: headers("Retry-After")}),
 )
-async def get_job(job_id: str, request: Request, response: Response, _: Credential) -> JobOut:
+async def get_job(job_id: str, request: Request) -> Response:
     """The job, with its place in the queue while it waits. While it is unfinished,
     `Retry-After` says when to poll again (or follow `/events`)."""
     # Polled often: one trip to the thread pool (credential and read), as GET /status.
-    return await run_in_threadpool(_job, job_id, request, response)
+    return await run_in_threadpool(_job, job_id, request)
 
 
-def _job(job_id: str, request: Request, response: Response) -> JobOut:
+def _job(job_id: str, request: Request) -> Response:
     runtime = runtime_of(request)
     principal = authorized(runtime, request, Scope.JOBS_READ)
-    job = runtime.store.get(job_id, principal.tenant, principal.user)
-    return job_view(runtime, job, links_of(request, runtime), response)
+    stale_after_s = 2 * runtime.settings.lease_s
+    job, place = runtime.store.get_placed(job_id, principal.tenant, principal.user, stale_after_s)
+    view = JobOut.of(job, links_of(request, runtime), place)
+    return json_answer(view, poll_hint(runtime, job.status))
 
 
 @router.get("", response_model=JobPage)
@@ -208,6 +212,5 @@ def job_view(runtime: Runtime, job: Job, links: Any, response: Response) -> JobO
     queue = None
     if job.status is Status.QUEUED:
         queue = runtime.store.queue_info(job, stale_after_s=2 * runtime.settings.lease_s)
-    if not job.status.is_final:
-        response.headers["Retry-After"] = str(runtime.settings.poll_hint_s)
+    response.headers.update(poll_hint(runtime, job.status))
     return JobOut.of(job, links, queue)

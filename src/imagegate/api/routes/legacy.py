@@ -8,14 +8,16 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from imagegate.api.deps import (
-    Credential,
     IdempotencyKeyHeader,
     LinksDep,
     RuntimeDep,
     Writer,
     authorized,
     client_ip,
+    json_answer,
     links_of,
+    poll_hint,
+    polled,
     runtime_of,
 )
 from imagegate.api.openapi import headers
@@ -67,28 +69,25 @@ def generate(
 @router.get(
     "/status/{job_id}",
     response_model=LegacyStatusOut,
-    responses=documented(404, answers={200: headers("Retry-After")}),
+    **polled(404, answers={200: headers("Retry-After")}),
 )
-async def status(
-    job_id: str, request: Request, response: Response, _: Credential
-) -> LegacyStatusOut:
+async def status(job_id: str, request: Request) -> Response:
     """The job's state, and its image's URL once it is completed. While it is unfinished,
     `Retry-After` says when to poll again."""
     # Every client polls this every few seconds: one trip to the thread pool (credential
-    # and read), and the answer serialised on the event loop.
-    return await run_in_threadpool(_status, job_id, request, response)
+    # and read), and no dependency to solve (deps.polled).
+    return await run_in_threadpool(_status, job_id, request)
 
 
-def _status(job_id: str, request: Request, response: Response) -> LegacyStatusOut:
+def _status(job_id: str, request: Request) -> Response:
     runtime = runtime_of(request)
     principal = authorized(runtime, request, Scope.JOBS_READ)
     job = runtime.store.glance(job_id, principal.tenant, principal.user)
-    if not job.status.is_final:
-        response.headers["Retry-After"] = str(runtime.settings.poll_hint_s)
     image = job.first_image
-    return LegacyStatusOut(
+    answer = LegacyStatusOut(
         id=job_id,
         status=job.status,
         result_url=links_of(request, runtime).image_id(job_id, *image) if image else None,
         error=job.error if job.status.is_final else None,
     )
+    return json_answer(answer, poll_hint(runtime, job.status))
