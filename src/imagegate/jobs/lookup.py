@@ -8,7 +8,7 @@ one compiled statement for each shape.
 
 The original ``GET /status/{id}`` shows only the state, a failure's message and the first
 image's link: :func:`glance` reads just those columns, not the ~60 of a whole job (on
-SQLite, parsing its timestamps and JSON was most of the rest).
+SQLite, parsing its timestamps and JSON was most of the rest), in one statement.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, RowMapping, Select, bindparam, select
+from sqlalchemy import Connection, Engine, RowMapping, Select, and_, bindparam, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -31,6 +31,8 @@ def _by_id(
     owned: bool, by_user: bool, columns: tuple[ColumnElement[object], ...] = ()
 ) -> Select[*tuple[Any, ...]]:
     query: Select[*tuple[Any, ...]] = select(*columns) if columns else select(jobs)
+    if columns:  # a glance: with the first image, if any, in the same statement
+        query = query.select_from(jobs.outerjoin(images, _FIRST))
     query = query.where(jobs.c.id == bindparam("id"))
     if owned:
         query = query.where(jobs.c.owner == bindparam("owner"))
@@ -39,13 +41,17 @@ def _by_id(
     return query
 
 
+_FIRST = and_(images.c.job_id == jobs.c.id, images.c.idx == 0)
 _SHAPES = [(owned, by_user) for owned in (False, True) for by_user in (False, True)]
 _JOB = {shape: _by_id(*shape) for shape in _SHAPES}
-_GLANCED = (jobs.c.status, jobs.c.error_code, jobs.c.error_message)
-_GLANCE = {shape: _by_id(*shape, columns=_GLANCED) for shape in _SHAPES}
-_FIRST_IMAGE = select(images.c.id, images.c.storage_key).where(
-    images.c.job_id == bindparam("job_id"), images.c.idx == 0
+_GLANCED = (
+    jobs.c.status,
+    jobs.c.error_code,
+    jobs.c.error_message,
+    images.c.id,
+    images.c.storage_key,
 )
+_GLANCE = {shape: _by_id(*shape, columns=_GLANCED) for shape in _SHAPES}
 _IMAGES = select(images).where(images.c.job_id == bindparam("job_id")).order_by(images.c.idx)
 
 
@@ -81,11 +87,10 @@ def glance(conn: Connection, job_id: str, owner: str | None, user: str | None) -
     row = conn.execute(_GLANCE[(owner is not None, user is not None)], values).first()
     if row is None:
         return None
-    status, code, message = Status(row[0]), row[1], row[2]
-    first = None
-    if status is Status.COMPLETED:
-        image = conn.execute(_FIRST_IMAGE, {"job_id": job_id}).first()
-        first = (image[0], image[1]) if image is not None else None
+    status, code, message, image_id, image_key = row
+    status = Status(status)
+    # Only a completed job shows its image (one withheld for review has one in quarantine).
+    first = (image_id, image_key) if status is Status.COMPLETED and image_id else None
     return Glance(status, (message or "") if code is not None else None, first)
 
 
