@@ -35,6 +35,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).parent))
+from imagegate.jobs import lookup, queue
 from imagegate.jobs.database import create_db_engine, upgrade
 from imagegate.jobs.store import JobStore
 from imagegate.settings import Settings
@@ -115,33 +116,31 @@ def measure(url: str, polls: int) -> dict[str, float]:
 
 
 def plans(engine: Engine) -> dict[str, str]:
-    """EXPLAIN ANALYZE of the reads behind a queued job's poll, at the back of the queue."""
+    """EXPLAIN ANALYZE of the statements behind a queued job's poll, at the back of the
+    queue: the very statements the store runs, compiled for PostgreSQL."""
     with engine.connect() as conn:
         job = conn.execute(
             text(
-                "SELECT id, priority, created_at FROM jobs WHERE status = 'queued' "
+                "SELECT id, owner, priority, created_at FROM jobs WHERE status = 'queued' "
                 "ORDER BY created_at DESC LIMIT 1"
             )
         ).one()
-        queries = {
-            "ahead_of": (
-                "SELECT count(*) FROM jobs WHERE status = 'queued' AND follows IS NULL AND "
-                "(priority > :p OR (priority = :p AND (created_at < :c OR "
-                "(created_at = :c AND id < :i))))"
-            ),
-            "mean_generation": (
-                "SELECT avg(generation_time_ms) FROM (SELECT generation_time_ms FROM jobs "
-                "WHERE status = 'completed' ORDER BY finished_at DESC LIMIT 20) AS recent"
-            ),
-            "job_by_id": "SELECT * FROM jobs WHERE id = :i AND owner = 'local'",
+        values = {"priority": job.priority, "created": job.created_at, "id": job.id}
+        owned = {"id": job.id, "owner": job.owner}
+        statements = {
+            "ahead_of": (queue._AHEAD, values),
+            "mean_generation": (queue._MEAN_GENERATION_MS, {}),
+            "job_by_id": (lookup._JOB[(True, False)], owned),
+            "glance": (lookup._GLANCE[(True, False)], owned),
         }
-        values = {"p": job.priority, "c": job.created_at, "i": job.id}
-        return {
-            name: "\n".join(
-                row[0] for row in conn.execute(text(f"EXPLAIN (ANALYZE, BUFFERS) {sql}"), values)
+        found = {}
+        for name, (statement, bound) in statements.items():
+            compiled = statement.compile(dialect=conn.dialect)
+            rows = conn.exec_driver_sql(
+                f"EXPLAIN (ANALYZE, BUFFERS) {compiled}", compiled.construct_params(bound)
             )
-            for name, sql in queries.items()
-        }
+            found[name] = "\n".join(row[0] for row in rows)
+        return found
 
 
 def main() -> None:

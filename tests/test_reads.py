@@ -90,7 +90,13 @@ def test_a_status_poll_is_one_statement(stores: tuple[JobStore, Engine]) -> None
     sent.clear()
     seen = store.glance(job.id, OWNER)
     assert (seen.status, seen.first_image) == (Status.COMPLETED, (image.id, image.storage_key))
-    assert sent == ["SELECT", "SELECT"], sent  # the job, then its first image
+    assert sent == ["SELECT"], sent  # the job and its first image, joined
+    waiting = store.submit(spec(), OWNER)
+    store.get_placed(waiting.id, OWNER, None, 60)  # reads the ETA's inputs (once a second)
+    sent.clear()
+    _, place = store.get_placed(waiting.id, OWNER, None, 60)
+    assert place is not None and place.position == 0
+    assert sent == ["SELECT", "SELECT"], sent  # the job, then its place (both counts)
 
 
 @pytest.mark.postgres
@@ -135,9 +141,9 @@ def test_a_place_far_back_is_estimated_from_the_arrival_rate(
     near = store.get(_nth_queued(store, 10))
     assert store.queue_info(near, 60).position == 10  # exact
     assert abs(store.queue_info(far, 60).position - 3 * EXACT_UP_TO) <= 0.05 * 3 * EXACT_UP_TO
-    # Arrivals at an even rate: exact to the job, though only the first 1,000 were read.
-    even = store.get(_nth_queued(store, 2 * EXACT_UP_TO + 500))
-    assert store.queue_info(even, 60).position == 2 * EXACT_UP_TO + 500
+    # Arrivals at an even rate: exact to the job, though only the first EXACT_UP_TO were read.
+    even = store.get(_nth_queued(store, 2 * EXACT_UP_TO + EXACT_UP_TO // 2))
+    assert store.queue_info(even, 60).position == 2 * EXACT_UP_TO + EXACT_UP_TO // 2
 
 
 def _nth_queued(store: JobStore, index: int) -> str:

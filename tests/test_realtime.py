@@ -203,6 +203,18 @@ def test_unfinished_jobs_suggest_a_poll_interval(server_factory: Server, setting
     assert api.get(f"/v1/jobs/{job['job_id']}").headers["retry-after"] == "2"
 
 
+def test_a_finished_job_suggests_no_poll(server_factory: Server, settings: Any) -> None:
+    api = server_factory(settings)
+    job_id = api.post("/generate", json={"prompt": "soon done"}).json()["job_id"]
+    wait_for_job(api, job_id)
+    for path in (f"/status/{job_id}", f"/v1/jobs/{job_id}"):
+        answer = api.get(path)
+        assert answer.status_code == 200 and answer.json()["status"] == "completed"
+        assert answer.headers["content-type"] == "application/json", path
+        assert "retry-after" not in answer.headers, path
+        assert answer.headers["x-request-id"], path
+
+
 def test_a_job_past_the_timeout_fails_as_retryable(
     server_factory: Server, make_settings: SettingsFactory
 ) -> None:
