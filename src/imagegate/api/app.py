@@ -66,9 +66,11 @@ def create_app(settings: Settings | None = None, workers: int | None = None) -> 
         lifespan=lifespan,
         responses=problems.documented(400),  # host_untrusted, on every route
     )
+    # The polled routes first: the ones matched most, matched soonest.
+    polled = (legacy.polls, jobs.polls)
     routers = (legacy.router, ws_legacy.router, jobs.router, stream.router, images.router)
     more = (meta.router, openai_compat.router, safety.router, admin.router, tenancy.router)
-    for router in (*routers, *more, usage.router, playground.router):
+    for router in (*polled, *routers, *more, usage.router, playground.router):
         app.include_router(router)
     problems.install(app)
     openapi.install(app, envelope_of)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request, Response, Security
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.requests import HTTPConnection
@@ -89,14 +90,31 @@ def requires(scope: Scope | None) -> Callable[..., Principal]:
     return principal
 
 
+class PolledRoute(APIRoute):
+    """The route class of the routes clients poll most (``GET /status/{id}``,
+    ``GET /v1/jobs/{id}``), through FastAPI's own hook for a custom route handler.
+
+    FastAPI documents such a route from its endpoint as usual, but a request goes straight
+    to the endpoint, ``endpoint(request=..., **path_params)``: there is no dependency to
+    solve (it takes none), no sub-response to merge, and no validation of what it returns
+    (a :func:`json_answer`, rendered once). Per poll that machinery cost more CPU than the
+    read itself. An error the endpoint raises goes to the app's exception handlers, as on
+    every route. The endpoint calls :func:`authorized` in the one trip to the thread pool
+    it takes for its read; :func:`polled` documents what that adds."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint = self.endpoint
+
+        async def handle(request: Request) -> Response:
+            answer: Response = await endpoint(request=request, **request.path_params)
+            return answer
+
+        return handle
+
+
 def polled(*statuses: int, answers: Mapping[int, dict[str, Any]]) -> dict[str, Any]:
-    """The route options of the routes clients poll most (``GET /status/{id}``,
-    ``GET /v1/jobs/{id}``): the documentation of what ``requires`` would add (the bearer
-    scheme, the credential's refusals, the runtime's 503) without a dependency to solve.
-    Such a route takes only its path parameter and the request, calls :func:`authorized`
-    in the one trip to the thread pool it takes for its read, and answers with
-    :func:`json_answer`: each dependency FastAPI solves, and its validation of the returned
-    model, cost more per poll than the read itself on SQLite."""
+    """The route options of a :class:`PolledRoute`: the documentation of what ``requires``
+    would add (the bearer scheme, the credential's refusals, the runtime's 503)."""
     return {
         "responses": documented(401, 403, 429, 503, *statuses, answers=answers),
         "openapi_extra": {"security": [{BEARER.scheme_name: []}]},

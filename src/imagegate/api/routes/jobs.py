@@ -12,6 +12,7 @@ from imagegate.api.deps import (
     CacheControlHeader,
     IdempotencyKeyHeader,
     LinksDep,
+    PolledRoute,
     Reader,
     RuntimeDep,
     Writer,
@@ -38,6 +39,7 @@ from imagegate.storage.keys import preview_key
 from imagegate.tenancy.principal import Scope
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+polls = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=PolledRoute)
 
 
 SUBMITTED = headers(
@@ -102,7 +104,7 @@ def submit_job(
     return view.model_copy(update={"warnings": list(submitted.warnings)})
 
 
-@router.get(
+@polls.get(
     "/{job_id}",
     response_model=JobOut,
     **polled(404, answers={200: headers("Retry-After")}),

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from imagegate.api.deps import (
     IdempotencyKeyHeader,
     LinksDep,
+    PolledRoute,
     RuntimeDep,
     Writer,
     authorized,
@@ -30,6 +31,7 @@ from imagegate.jobs.specs import JobRequest, build_spec
 from imagegate.tenancy.principal import Scope
 
 router = APIRouter(tags=["original API"])
+polls = APIRouter(tags=["original API"], route_class=PolledRoute)
 
 
 @router.post(
@@ -66,7 +68,7 @@ def generate(
     return LegacyGenerateOut(job_id=job.id, status=job.status, check_url=links.status(job.id))
 
 
-@router.get(
+@polls.get(
     "/status/{job_id}",
     response_model=LegacyStatusOut,
     **polled(404, answers={200: headers("Retry-After")}),
