@@ -4,9 +4,8 @@ Starts ``imagegate serve --workers 2`` with the sketch delay at 200 ms, on SQLit
 PostgreSQL, submits 40 jobs at once through ``POST /generate``, and 4 concurrent clients
 poll ``GET /status/{id}`` until all complete. Prints throughput against the limit
 (workers / delay), counted by the client from the first submission to the last completion
-it saw (the server's span beside it), and the status-poll latency percentiles measured while jobs were
-generating; writes JSON to
-``bench/results/throughput.json``.
+it saw (the server's span beside it), and the status-poll latency percentiles measured
+while jobs were generating; writes JSON to ``bench/results/throughput.json``.
 
     .venv/bin/python bench/throughput.py [--jobs 40] [--postgres-url postgresql://...]
 """
