@@ -131,7 +131,7 @@ def plans(engine: Engine) -> dict[str, str]:
             "ahead_of": (queue._AHEAD, values),
             "mean_generation": (queue._MEAN_GENERATION_MS, {}),
             "job_by_id": (lookup._JOB[(True, False)], owned),
-            "glance": (lookup._GLANCE[(True, False)], owned),
+            "glance": (lookup._GLANCE[(True, False)].statement, owned),
         }
         found = {}
         for name, (statement, bound) in statements.items():

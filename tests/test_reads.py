@@ -1,7 +1,7 @@
 """The reads every poll makes (issue 13): what they send to the database, that a
 connection the server dropped costs no error, and a queued job's place in a long queue.
 
-A status poll is one statement on each database (two once the job has images): no BEGIN
+A status poll is one statement on each database, run on the driver's cursor: no BEGIN
 or ROLLBACK on SQLite's side, and on PostgreSQL no checkout ping and no transaction,
 because the read engine is in autocommit. A pooled connection that PostgreSQL terminated
 fails the next read, which is retried once on a new connection.
@@ -19,9 +19,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, insert, text
+from sqlalchemy import Engine, bindparam, event, insert, select, text
 
 from imagegate.jobs.database import create_db_engine, create_read_engine, upgrade
+from imagegate.jobs.driver_read import DriverRead
 from imagegate.jobs.models import GenerationMeta, ImageRecord, QueueInfo
 from imagegate.jobs.queue import EXACT_UP_TO, Shown
 from imagegate.jobs.states import Status
@@ -76,27 +77,60 @@ def _in_transaction(dbapi_connection: Any) -> bool:
     return bool(dbapi_connection.info.transaction_status != TransactionStatus.IDLE)
 
 
+def _driver_statements(engine: Engine) -> list[str]:
+    """Every statement the driver itself sends on the engine's connections, from their next
+    checkout on: what runs past SQLAlchemy's execution (``DriverRead``) too."""
+    sent: list[str] = []
+
+    def record(statement: str) -> None:
+        sent.append(statement.split()[0].upper())
+
+    def spy(dbapi_connection: Any, *_: Any) -> None:
+        if hasattr(dbapi_connection, "set_trace_callback"):  # sqlite3: all it runs
+            dbapi_connection.set_trace_callback(record)
+            return
+        import psycopg
+
+        class Recorded(psycopg.Cursor[Any]):
+            def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+                record(str(query))
+                return super().execute(query, *args, **kwargs)
+
+        dbapi_connection.cursor_factory = Recorded
+
+    event.listen(engine.pool, "checkout", spy)
+    return sent
+
+
 def test_a_status_poll_is_one_statement(stores: tuple[JobStore, Engine]) -> None:
     store, reader = stores
     job = store.submit(spec(), OWNER)
     store.get(job.id, OWNER)  # the pool holds a connection now
-    sent = _statements(reader)
+    sent, driven = _statements(reader), _driver_statements(reader)
     assert store.glance(job.id, OWNER).status is Status.QUEUED
     assert store.get(job.id, OWNER).status is Status.QUEUED
-    assert sent == ["SELECT", "SELECT"], sent
+    assert sent == ["SELECT"], sent  # the job, through SQLAlchemy's execution
+    assert driven == ["SELECT", "SELECT"], driven  # the glance on the driver, then the job
     (claim,) = store.claim(lease_s=30)
     image = ImageRecord(str(uuid.uuid4()), job.id, 0, f"k/{job.id}/0", 64, 64, 10)
     store.complete(claim, [image], GenerationMeta(1, "sketch-v1", 5))
-    sent.clear()
+    sent.clear(), driven.clear()
     seen = store.glance(job.id, OWNER)
     assert (seen.status, seen.first_image) == (Status.COMPLETED, (image.id, image.storage_key))
-    assert sent == ["SELECT"], sent  # the job and its first image, joined
+    assert driven == ["SELECT"] and sent == [], (driven, sent)  # the job and its first image
     waiting = store.submit(spec(), OWNER)
     store.get_placed(waiting.id, OWNER, None, 60)  # reads the ETA's inputs (once a second)
     sent.clear()
     _, place = store.get_placed(waiting.id, OWNER, None, 60)
     assert place is not None and place.position == 0
     assert sent == ["SELECT", "SELECT"], sent  # the job, then its place (both counts)
+
+
+def test_the_driver_runs_only_what_needs_no_conversion(stores: tuple[JobStore, Engine]) -> None:
+    _, reader = stores
+    whole_job = DriverRead(select(jobs).where(jobs.c.id == bindparam("id")))
+    with pytest.raises(TypeError, match="needs converting"):  # timestamps, JSON, floats
+        whole_job.first(reader, {"id": "x"})
 
 
 @pytest.mark.postgres
@@ -114,6 +148,15 @@ def test_a_connection_the_server_dropped_is_replaced_without_an_error(
     assert store.get(job.id, OWNER).id == job.id  # the dead connection, then a new one
     with reader.connect() as conn:
         assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
+    # The glance, on the driver's cursor, replaces its dropped connection the same way.
+    pids = {}
+    for _ in range(reader.pool.size()):  # type: ignore[attr-defined]
+        with reader.connect() as conn:
+            pids[conn.execute(text("SELECT pg_backend_pid()")).scalar_one()] = True
+    with store.engine.connect() as admin:
+        for pid in pids:
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    assert store.glance(job.id, OWNER).status is Status.QUEUED
 
 
 def _queue_of(store: JobStore, count: int, start: datetime, every: timedelta) -> None:

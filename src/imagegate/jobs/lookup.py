@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, RowMapping, Select, and_, bindparam, 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
+from imagegate.jobs.driver_read import DriverRead
 from imagegate.jobs.models import ImageRecord
 from imagegate.jobs.rows import image_from_row
 from imagegate.jobs.states import Status
@@ -51,7 +52,7 @@ _GLANCED = (
     images.c.id,
     images.c.storage_key,
 )
-_GLANCE = {shape: _by_id(*shape, columns=_GLANCED) for shape in _SHAPES}
+_GLANCE = {shape: DriverRead(_by_id(*shape, columns=_GLANCED)) for shape in _SHAPES}
 _IMAGES = select(images).where(images.c.job_id == bindparam("job_id")).order_by(images.c.idx)
 
 
@@ -80,11 +81,11 @@ class Glance:
     first_image: tuple[str, str] | None  # a completed job's first image: (id, storage key)
 
 
-def glance(conn: Connection, job_id: str, owner: str | None, user: str | None) -> Glance | None:
+def glance(engine: Engine, job_id: str, owner: str | None, user: str | None) -> Glance | None:
     """The job's state, its failure's message and its first image; None if it is not
-    there (or not theirs)."""
+    there (or not theirs). One statement, on the driver's cursor (``DriverRead``)."""
     values = {"id": job_id, "owner": owner, "user": user}
-    row = conn.execute(_GLANCE[(owner is not None, user is not None)], values).first()
+    row = _GLANCE[(owner is not None, user is not None)].first(engine, values)
     if row is None:
         return None
     status, code, message, image_id, image_key = row

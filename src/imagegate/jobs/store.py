@@ -172,7 +172,7 @@ class JobStore(SingleFlight):
         """What a status poll shows of the job (:func:`lookup.glance`); a 404 as ``get``."""
         if not _plausible_id(job_id):
             raise JobNotFound(job_id=job_id)
-        found = lookup.read(self.reader, lambda conn: lookup.glance(conn, job_id, owner, user))
+        found = lookup.glance(self.reader, job_id, owner, user)
         if found is None:
             raise JobNotFound(job_id=job_id)
         return found
