@@ -24,10 +24,11 @@ from sqlalchemy import Engine, bindparam, event, insert, select, text
 from imagegate.jobs.database import create_db_engine, create_read_engine, upgrade
 from imagegate.jobs.driver_read import DriverRead
 from imagegate.jobs.models import GenerationMeta, ImageRecord, QueueInfo
+from imagegate.jobs.queue import _AHEAD as queue_statement
 from imagegate.jobs.queue import EXACT_UP_TO, Shown
 from imagegate.jobs.states import Status
 from imagegate.jobs.store import JobStore
-from imagegate.jobs.tables import jobs
+from imagegate.jobs.tables import images, jobs
 from imagegate.settings import Settings
 from tests.helpers import spec
 
@@ -109,28 +110,48 @@ def test_a_status_poll_is_one_statement(stores: tuple[JobStore, Engine]) -> None
     sent, driven = _statements(reader), _driver_statements(reader)
     assert store.glance(job.id, OWNER).status is Status.QUEUED
     assert store.get(job.id, OWNER).status is Status.QUEUED
-    assert sent == ["SELECT"], sent  # the job, through SQLAlchemy's execution
-    assert driven == ["SELECT", "SELECT"], driven  # the glance on the driver, then the job
+    assert driven == ["SELECT", "SELECT"], driven  # the glance, then the job, on the driver
+    assert sent == [], sent  # nothing more: no BEGIN, ROLLBACK or ping
     (claim,) = store.claim(lease_s=30)
     image = ImageRecord(str(uuid.uuid4()), job.id, 0, f"k/{job.id}/0", 64, 64, 10)
     store.complete(claim, [image], GenerationMeta(1, "sketch-v1", 5))
-    sent.clear(), driven.clear()
+    driven.clear()
     seen = store.glance(job.id, OWNER)
     assert (seen.status, seen.first_image) == (Status.COMPLETED, (image.id, image.storage_key))
-    assert driven == ["SELECT"] and sent == [], (driven, sent)  # the job and its first image
+    assert driven == ["SELECT"], driven  # the job and its first image, joined
     waiting = store.submit(spec(), OWNER)
     store.get_placed(waiting.id, OWNER, None, 60)  # reads the ETA's inputs (once a second)
-    sent.clear()
+    driven.clear(), sent.clear()
     _, place = store.get_placed(waiting.id, OWNER, None, 60)
     assert place is not None and place.position == 0
-    assert sent == ["SELECT", "SELECT"], sent  # the job, then its place (both counts)
+    assert driven == ["SELECT", "SELECT"] and sent == [], (driven, sent)  # the job, its place
 
 
-def test_the_driver_runs_only_what_needs_no_conversion(stores: tuple[JobStore, Engine]) -> None:
-    _, reader = stores
-    whole_job = DriverRead(select(jobs).where(jobs.c.id == bindparam("id")))
-    with pytest.raises(TypeError, match="needs converting"):  # timestamps, JSON, floats
-        whole_job.first(reader, {"id": "x"})
+def test_the_driver_reads_what_sqlalchemy_reads(stores: tuple[JobStore, Engine]) -> None:
+    """Rows read on the driver's cursor equal ``Connection.execute``'s, value and type:
+    timestamps, JSON, booleans, floats, and the aggregates of a place in the queue."""
+    store, reader = stores
+    done = store.submit(spec(), OWNER)
+    (claim,) = store.claim(lease_s=30)
+    image = ImageRecord(
+        str(uuid.uuid4()), done.id, 0, "k/0", 64, 64, 10, placeholder={"thumbhash": "abc"}
+    )
+    store.complete(claim, [image], GenerationMeta(1, "sketch-v1", 5))
+    store.submit(spec(), OWNER)
+    last = store.submit(spec(), OWNER)
+    whole_job = select(jobs).where(jobs.c.id == bindparam("id"))
+    place = {"priority": 0, "created": last.created_at, "id": last.id}
+    for statement, values in [
+        (whole_job, {"id": done.id}),
+        (select(images).where(images.c.job_id == bindparam("job")), {"job": done.id}),
+        (queue_statement, place),
+    ]:
+        with reader.connect() as conn:
+            expected = [tuple(row) for row in conn.execute(statement, values)]
+        found = DriverRead(statement).all(reader, values)
+        assert found == expected
+        assert [list(map(type, row)) for row in found] == [list(map(type, row)) for row in expected]
+    assert found[0][1] == 1  # one older job ahead of the last
 
 
 @pytest.mark.postgres

@@ -1,22 +1,26 @@
-"""A prebuilt read run on the driver's own cursor: for the one statement every status
-poll makes (``lookup.glance``).
+"""Prebuilt reads run on the driver's own cursor: the statements every poll makes (the
+glance, the job and its images in ``jobs/lookup.py``, the place in ``jobs/queue.py``).
 
 SQLAlchemy still does its part: it compiles the statement (once per dialect), pools the
-connection, tells a dropped connection from other errors, and wraps the driver's
-exceptions in its own, so an outage is the same ``OperationalError`` (a 503) as anywhere
-else. What is skipped is the execution context and the result's wrapping around one
-``cursor.execute``: on SQLite a glance took 60 µs of CPU through ``Connection.execute``
-and takes 12 µs here, where the bare ``sqlite3`` call takes 4.
+connection, converts parameters and columns with each type's own processors
+(``TypeEngine.bind_processor`` and ``result_processor``, chosen by the type the driver
+reports, as ``Connection.execute`` chooses them: a SQLite timestamp's parsing, a JSON
+column's loading), tells a dropped connection from other errors, and wraps the driver's
+exceptions in its own, so an outage is the same ``OperationalError`` (a 503) as
+anywhere else. What is skipped is the execution context and the result's wrapping
+around one ``cursor.execute``: on SQLite a glance took 60 µs of CPU through
+``Connection.execute`` and takes 12 µs here, where the bare ``sqlite3`` call takes 4.
+``tests/test_reads.py`` checks that the rows equal ``Connection.execute``'s, in value and
+in type, on both databases.
 
-So only for a statement whose parameters and columns need no conversion either way
-(strings and integers, as the driver takes and gives them: no timestamps, no JSON), which
-is checked when it is first compiled for a dialect, and that needs no transaction: on
-SQLite the driver begins none for a SELECT, and on PostgreSQL the read engine is in
-autocommit.
+Only for reads of one statement that need no transaction: on SQLite the driver begins
+none for a SELECT, and on PostgreSQL the read engine is in autocommit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, Select
@@ -24,33 +28,58 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 
+Processor = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    compiled: SQLCompiler
+    binds: tuple[tuple[str, Processor], ...]  # the parameters SQLAlchemy converts
+
 
 class DriverRead:
     def __init__(self, statement: Select[Any]) -> None:
         self.statement = statement
-        self._compiled: dict[str, SQLCompiler] = {}  # by dialect
+        self.keys = tuple(str(column.key) for column in statement.selected_columns)
+        self._compiled: dict[str, _Compiled] = {}  # by dialect
+        self._results: dict[tuple[str, tuple[Any, ...]], _Results] = {}  # and column types
 
     def first(self, engine: Engine, values: dict[str, Any]) -> tuple[Any, ...] | None:
-        """The first row, or None; once more on a new connection if the pooled one was
-        found dropped (the server restarted since), as ``lookup.read`` does."""
+        rows = self.all(engine, values)
+        return rows[0] if rows else None
+
+    def first_mapping(self, engine: Engine, values: dict[str, Any]) -> dict[str, Any] | None:
+        row = self.first(engine, values)
+        return None if row is None else dict(zip(self.keys, row, strict=True))
+
+    def mappings(self, engine: Engine, values: dict[str, Any]) -> list[dict[str, Any]]:
+        return [dict(zip(self.keys, row, strict=True)) for row in self.all(engine, values)]
+
+    def all(self, engine: Engine, values: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows, with the values ``Connection.execute`` would give; once more on a new
+        connection if the pooled one was found dropped (the server restarted since it was
+        pooled), as ``lookup.read`` does."""
         try:
-            return self._first(engine, values)
+            return self._all(engine, values)
         except DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
-        return self._first(engine, values)
+        return self._all(engine, values)
 
-    def _first(self, engine: Engine, values: dict[str, Any]) -> tuple[Any, ...] | None:
+    def _all(self, engine: Engine, values: dict[str, Any]) -> list[tuple[Any, ...]]:
         compiled = self._compiled_for(engine.dialect)
-        params = compiled.construct_params(values)
-        order = compiled.positiontup
+        params = compiled.compiled.construct_params(values)
+        for name, convert in compiled.binds:
+            params[name] = convert(params[name])
+        order = compiled.compiled.positiontup
         args: Any = tuple(params[name] for name in order) if order is not None else params
         connection, cursor = None, None
         try:
             connection = engine.raw_connection()  # the driver's error, if it cannot connect
             cursor = connection.cursor()
-            cursor.execute(compiled.string, args)
-            row = cursor.fetchone()
+            cursor.execute(compiled.compiled.string, args)
+            rows = cursor.fetchall()
+            types = tuple(column[1] for column in cursor.description or ())
             cursor.close()
         except engine.dialect.loaded_dbapi.Error as exc:
             raw = connection.dbapi_connection if connection is not None else None
@@ -58,7 +87,7 @@ class DriverRead:
             if dropped and connection is not None:
                 connection.invalidate(exc)
             raise DBAPIError.instance(
-                compiled.string,
+                compiled.compiled.string,
                 args,
                 exc,
                 engine.dialect.loaded_dbapi.Error,
@@ -68,30 +97,47 @@ class DriverRead:
         finally:
             if connection is not None:
                 connection.close()  # back to the pool (or, invalidated, discarded)
-        return None if row is None else tuple(row)
+        return self._results_for(engine.dialect, types).convert(rows)
 
-    def _compiled_for(self, dialect: Dialect) -> SQLCompiler:
+    def _compiled_for(self, dialect: Dialect) -> _Compiled:
         found = self._compiled.get(dialect.name)
         if found is None:
             compiled = self.statement.compile(dialect=dialect)
             assert isinstance(compiled, SQLCompiler)
-            _check_unconverted(self.statement, compiled, dialect)
-            found = self._compiled[dialect.name] = compiled
+            binds = []
+            for name, bind in compiled.binds.items():
+                convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
+                if convert is not None:
+                    binds.append((name, convert))
+            found = self._compiled[dialect.name] = _Compiled(compiled, tuple(binds))
+        return found
+
+    def _results_for(self, dialect: Dialect, types: tuple[Any, ...]) -> _Results:
+        """Each column's result processor, as SQLAlchemy picks it: by the column's type and
+        the type the driver says it sent (the cursor's description)."""
+        found = self._results.get((dialect.name, types))
+        if found is None:
+            columns = self.statement.selected_columns
+            processors = [
+                column.type.dialect_impl(dialect).result_processor(dialect, sent)
+                for column, sent in zip(columns, types, strict=True)
+            ]
+            converted = tuple((i, p) for i, p in enumerate(processors) if p is not None)
+            found = self._results[(dialect.name, types)] = _Results(converted)
         return found
 
 
-def _converts(impl: Any, dialect: Dialect) -> bool:
-    try:
-        return impl.result_processor(dialect, None) is not None
-    except TypeError:  # it would choose by the driver's own type code: a conversion
-        return True
+@dataclass(frozen=True, slots=True)
+class _Results:
+    converted: tuple[tuple[int, Processor], ...]  # the columns SQLAlchemy converts
 
-
-def _check_unconverted(statement: Select[Any], compiled: SQLCompiler, dialect: Dialect) -> None:
-    """Refuses a statement that SQLAlchemy would convert values of, on the way in or out."""
-    for bind in compiled.binds.values():
-        if bind.type.dialect_impl(dialect).bind_processor(dialect) is not None:
-            raise TypeError(f"{bind.key} needs converting for {dialect.name}")
-    for column in statement.selected_columns:
-        if _converts(column.type.dialect_impl(dialect), dialect):
-            raise TypeError(f"{column.key} needs converting for {dialect.name}")
+    def convert(self, rows: Sequence[Any]) -> list[tuple[Any, ...]]:
+        if not self.converted:
+            return [tuple(row) for row in rows]
+        found = []
+        for row in rows:
+            values = list(row)
+            for index, convert in self.converted:
+                values[index] = convert(values[index])
+            found.append(tuple(values))
+        return found

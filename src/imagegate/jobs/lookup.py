@@ -3,8 +3,8 @@
 A status poll reads one job by id (scoped to its tenant, and to an end user for a browser
 token) and, once it is completed, its images. Building ``select(...).where(...)`` anew for
 each poll costs more than running it on SQLite (its construction and cache key were half
-of ``JobStore.get``); these are built at import and bound per call, so SQLAlchemy reuses
-one compiled statement for each shape.
+of ``JobStore.get``); these are built at import, compiled once, and run on the driver's
+cursor (``jobs/driver_read.py``).
 
 The original ``GET /status/{id}`` shows only the state, a failure's message and the first
 image's link: :func:`glance` reads just those columns, not the ~60 of a whole job (on
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, RowMapping, Select, and_, bindparam, select
+from sqlalchemy import Connection, Engine, Select, and_, bindparam, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -44,7 +44,7 @@ def _by_id(
 
 _FIRST = and_(images.c.job_id == jobs.c.id, images.c.idx == 0)
 _SHAPES = [(owned, by_user) for owned in (False, True) for by_user in (False, True)]
-_JOB = {shape: _by_id(*shape) for shape in _SHAPES}
+_JOB = {shape: DriverRead(_by_id(*shape)) for shape in _SHAPES}
 _GLANCED = (
     jobs.c.status,
     jobs.c.error_code,
@@ -53,7 +53,9 @@ _GLANCED = (
     images.c.storage_key,
 )
 _GLANCE = {shape: DriverRead(_by_id(*shape, columns=_GLANCED)) for shape in _SHAPES}
-_IMAGES = select(images).where(images.c.job_id == bindparam("job_id")).order_by(images.c.idx)
+_IMAGES = DriverRead(
+    select(images).where(images.c.job_id == bindparam("job_id")).order_by(images.c.idx)
+)
 
 
 T = TypeVar("T")
@@ -96,13 +98,12 @@ def glance(engine: Engine, job_id: str, owner: str | None, user: str | None) -> 
 
 
 def job_row(
-    conn: Connection, job_id: str, owner: str | None, user: str | None
-) -> RowMapping | None:
+    engine: Engine, job_id: str, owner: str | None, user: str | None
+) -> dict[str, Any] | None:
     """The job's row; with ``owner`` (and ``user``), only if it is theirs."""
     query = _JOB[(owner is not None, user is not None)]
-    values = {"id": job_id, "owner": owner, "user": user}
-    return conn.execute(query, values).mappings().first()
+    return query.first_mapping(engine, {"id": job_id, "owner": owner, "user": user})
 
 
-def images_of(conn: Connection, job_id: str) -> list[ImageRecord]:
-    return [image_from_row(row) for row in conn.execute(_IMAGES, {"job_id": job_id}).mappings()]
+def images_of(engine: Engine, job_id: str) -> list[ImageRecord]:
+    return [image_from_row(row) for row in _IMAGES.mappings(engine, {"job_id": job_id})]

@@ -7,12 +7,15 @@ import os
 import socket
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from time import monotonic
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, tuple_, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, tuple_, update
 
+from imagegate.jobs.driver_read import DriverRead
 from imagegate.jobs.models import Job, QueueInfo
 from imagegate.jobs.rows import utc
 from imagegate.jobs.states import Status
@@ -56,6 +59,7 @@ _AHEAD = select(
     func.min(_OLDER.c.created_at),
     func.max(_OLDER.c.created_at),
 ).select_from(_OLDER)
+_AHEAD_READ = DriverRead(_AHEAD)
 _RECENT = (
     select(jobs.c.generation_time_ms)
     .where(jobs.c.status == Status.COMPLETED.value)
@@ -78,8 +82,22 @@ def ahead_of(conn: Connection, job: Job) -> int:
     higher priority count as that many). As the jobs ahead are taken, the span's start
     moves up to this job's arrival and the estimate falls, as a rule;
     ``JobStore.queue_info`` keeps what a waiting client sees from ever rising."""
-    values = {"priority": job.spec.priority, "created": job.created_at, "id": job.id}
-    higher, older, first, last = conn.execute(_AHEAD, values).one()
+    return _place(job, conn.execute(_AHEAD, _ahead_values(job)).one())
+
+
+def read_ahead_of(engine: Engine, job: Job) -> int:
+    """``ahead_of`` for a poll: on the read engine, on the driver's cursor."""
+    found = _AHEAD_READ.first(engine, _ahead_values(job))
+    assert found is not None  # an aggregate: always one row
+    return _place(job, found)
+
+
+def _ahead_values(job: Job) -> dict[str, Any]:
+    return {"priority": job.spec.priority, "created": job.created_at, "id": job.id}
+
+
+def _place(job: Job, counted: Sequence[Any]) -> int:
+    higher, older, first, last = counted
     return int(higher) + _estimate(int(older), utc(first), utc(last), utc(job.created_at))
 
 

@@ -154,19 +154,13 @@ class JobStore(SingleFlight):
         if not _plausible_id(job_id):
             raise JobNotFound(job_id=job_id)
 
-        def reading(conn: Connection) -> tuple[Job, int | None] | None:
-            row = lookup.job_row(conn, job_id, owner, user)
-            if row is None:
-                return None
-            done = row["status"] == Status.COMPLETED.value  # only a completed job has images
-            job = job_from_row(row, lookup.images_of(conn, job_id) if done else [])
-            waiting = placed and job.status is Status.QUEUED
-            return job, queue.ahead_of(conn, job) if waiting else None
-
-        found = lookup.read(self.reader, reading)
-        if found is None:
+        row = lookup.job_row(self.reader, job_id, owner, user)
+        if row is None:
             raise JobNotFound(job_id=job_id)
-        return found
+        done = row["status"] == Status.COMPLETED.value  # only a completed job has images
+        job = job_from_row(row, lookup.images_of(self.reader, job_id) if done else [])
+        waiting = placed and job.status is Status.QUEUED
+        return job, queue.read_ahead_of(self.reader, job) if waiting else None
 
     def glance(self, job_id: str, owner: str | None = None, user: str | None = None) -> Glance:
         """What a status poll shows of the job (:func:`lookup.glance`); a 404 as ``get``."""
@@ -226,7 +220,7 @@ class JobStore(SingleFlight):
 
     def queue_info(self, job: Job, stale_after_s: float) -> QueueInfo:
         """Jobs ahead of a queued job, and an ETA from recent generation times."""
-        position = lookup.read(self.reader, lambda conn: queue.ahead_of(conn, job))
+        position = queue.read_ahead_of(self.reader, job)
         return self._queue_place(job, position, stale_after_s)
 
     def _queue_place(self, job: Job, position: int, stale_after_s: float) -> QueueInfo:
