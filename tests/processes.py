@@ -44,7 +44,13 @@ class Process:
         self.popen.send_signal(signum)
 
     def wait(self, timeout_s: float = 30) -> int:
-        code = self.popen.wait(timeout=timeout_s)
+        try:
+            code = self.popen.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:  # say where it got to, not only that it hung
+            raise AssertionError(
+                f"{' '.join(map(str, self.popen.args))} was still running after {timeout_s} s;"
+                f" its log ends:\n{self.output()[-3000:]}"
+            ) from None
         self._handle.close()
         return code
 
