@@ -120,9 +120,9 @@ def test_a_status_poll_is_one_statement(stores: tuple[JobStore, Engine]) -> None
     assert (seen.status, seen.first_image) == (Status.COMPLETED, (image.id, image.storage_key))
     assert driven == ["SELECT"], driven  # the job and its first image, joined
     waiting = store.submit(spec(), OWNER)
-    store.get_placed(waiting.id, OWNER, None, 60)  # reads the ETA's inputs (once a second)
+    store.queue_info(waiting, 60)  # reads the ETA's inputs (once a second)
     driven.clear(), sent.clear()
-    _, place = store.get_placed(waiting.id, OWNER, None, 60)
+    place = store.queue_info(store.get(waiting.id, OWNER), 60)
     assert place is not None and place.position == 0
     assert driven == ["SELECT", "SELECT"] and sent == [], (driven, sent)  # the job, its place
 

@@ -138,29 +138,13 @@ class JobStore(SingleFlight):
 
     def get(self, job_id: str, owner: str | None = None, user: str | None = None) -> Job:
         """The job; with ``owner`` (and ``user``), only if it is theirs: else a 404."""
-        return self._read_job(job_id, owner, user, placed=False)[0]
-
-    def get_placed(
-        self, job_id: str, owner: str | None, user: str | None, stale_after_s: float
-    ) -> tuple[Job, QueueInfo | None]:
-        """The job as ``get``, and while it is queued its place (``queue_info``), read on
-        one connection: what ``GET /v1/jobs/{id}`` shows."""
-        job, position = self._read_job(job_id, owner, user, placed=True)
-        return job, None if position is None else self._queue_place(job, position, stale_after_s)
-
-    def _read_job(
-        self, job_id: str, owner: str | None, user: str | None, placed: bool
-    ) -> tuple[Job, int | None]:
         if not _plausible_id(job_id):
             raise JobNotFound(job_id=job_id)
-
         row = lookup.job_row(self.reader, job_id, owner, user)
         if row is None:
             raise JobNotFound(job_id=job_id)
         done = row["status"] == Status.COMPLETED.value  # only a completed job has images
-        job = job_from_row(row, lookup.images_of(self.reader, job_id) if done else [])
-        waiting = placed and job.status is Status.QUEUED
-        return job, queue.read_ahead_of(self.reader, job) if waiting else None
+        return job_from_row(row, lookup.images_of(self.reader, job_id) if done else [])
 
     def glance(self, job_id: str, owner: str | None = None, user: str | None = None) -> Glance:
         """What a status poll shows of the job (:func:`lookup.glance`); a 404 as ``get``."""
@@ -221,9 +205,6 @@ class JobStore(SingleFlight):
     def queue_info(self, job: Job, stale_after_s: float) -> QueueInfo:
         """Jobs ahead of a queued job, and an ETA from recent generation times."""
         position = queue.read_ahead_of(self.reader, job)
-        return self._queue_place(job, position, stale_after_s)
-
-    def _queue_place(self, job: Job, position: int, stale_after_s: float) -> QueueInfo:
         pace = self._pace
         if pace is None or monotonic() - pace.read_at > queue.PACE_TTL_S:
             now = self._now()

@@ -100,7 +100,8 @@ def submit_job(
     if accepted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = links.job(submitted.job.id)
-    view = job_view(runtime, submitted.job, links, response)
+    response.headers.update(poll_hint(runtime, submitted.job.status))
+    view = job_view(runtime, submitted.job, links)
     return view.model_copy(update={"warnings": list(submitted.warnings)})
 
 
@@ -119,9 +120,8 @@ async def get_job(job_id: str, request: Request) -> Response:
 def _job(job_id: str, request: Request) -> Response:
     runtime = runtime_of(request)
     principal = authorized(runtime, request, Scope.JOBS_READ)
-    stale_after_s = 2 * runtime.settings.lease_s
-    job, place = runtime.store.get_placed(job_id, principal.tenant, principal.user, stale_after_s)
-    view = JobOut.of(job, links_of(request, runtime), place)
+    job = runtime.store.get(job_id, principal.tenant, principal.user)
+    view = job_view(runtime, job, links_of(request, runtime))
     return json_answer(view, poll_hint(runtime, job.status))
 
 
@@ -209,10 +209,9 @@ def withheld(job: Job) -> bool:
     return flagged and job.status is not Status.COMPLETED
 
 
-def job_view(runtime: Runtime, job: Job, links: Any, response: Response) -> JobOut:
-    """The job resource, with its place in the queue and a poll hint while unfinished."""
+def job_view(runtime: Runtime, job: Job, links: Any) -> JobOut:
+    """The job resource, with its place in the queue while it waits."""
     queue = None
     if job.status is Status.QUEUED:
         queue = runtime.store.queue_info(job, stale_after_s=2 * runtime.settings.lease_s)
-    response.headers.update(poll_hint(runtime, job.status))
     return JobOut.of(job, links, queue)
