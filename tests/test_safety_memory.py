@@ -87,7 +87,7 @@ with background_server(settings, 0) as url:
     while httpx.get(f"{url}/ready").status_code != 200:
         time.sleep(0.1)
     assert httpx.post(f"{url}/v1/jobs", json={"prompt": "a red kite"}).status_code == 202
-heavy = ("alembic", "jwt", "cryptography", "psycopg", "PIL", "sklearn", "onnxruntime")
+heavy = ("alembic", "jwt", "cryptography", "psycopg", "PIL", "isal", "sklearn", "onnxruntime")
 print(" ".join(name for name in heavy if name in sys.modules) or "none")
 """
 
