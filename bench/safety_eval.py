@@ -56,10 +56,12 @@ SETS = {
     "english": "test.jsonl",
     "multilingual": "test_multilingual.jsonl",
     "multilingual_fresh": "test_multilingual_2.jsonl",
+    "multilingual_3": "test_multilingual_3.jsonl",
 }
 CALIBRATION_SETS = {
     "english": "calibration.jsonl",
     "multilingual": "calibration_multilingual.jsonl",
+    "multilingual_3": "calibration_multilingual_3.jsonl",
 }
 BEFORE_COMMIT = "cefa42d"  # the last commit before issue 14
 LATENCY_ROUNDS = 2

@@ -39,8 +39,17 @@ from imagegate.safety.verdict import CATEGORIES, Action, Verdict, combine
 from imagegate.settings import Settings
 
 DATA = Path(__file__).parent / "data" / "safety"
-CALIBRATION = [DATA / "calibration.jsonl", DATA / "calibration_multilingual.jsonl"]
-TESTS = [DATA / "test.jsonl", DATA / "test_multilingual.jsonl", DATA / "test_multilingual_2.jsonl"]
+CALIBRATION = [
+    DATA / "calibration.jsonl",
+    DATA / "calibration_multilingual.jsonl",
+    DATA / "calibration_multilingual_3.jsonl",
+]
+TESTS = [
+    DATA / "test.jsonl",
+    DATA / "test_multilingual.jsonl",
+    DATA / "test_multilingual_2.jsonl",
+    DATA / "test_multilingual_3.jsonl",
+]
 ZERO_WIDTH_SPACE, SOFT_HYPHEN = "\u200b", "\u00ad"
 CYRILLIC_A, CYRILLIC_O, CYRILLIC_ES, CYRILLIC_DZE = "\u0430", "\u043e", "\u0441", "\u0455"
 GREEK_CAPITAL_NU, ARMENIAN_SEH = "\u039d", "\u057d"
@@ -521,9 +530,10 @@ def test_the_halves_do_not_share_prompts() -> None:
     assert not [p.text for p in test if normalize(p.text).text in folded]
     assert len({p.text for p in test}) == len(test)
     assert len({p.text for p in calibration}) == len(calibration)
-    # The English test half was fixed first; the calibration half grew later (README.md).
-    english = read_prompts(DATA / "test.jsonl")
-    assert len(english) >= 900 and len(english) / (len(calibration) + len(test)) > 0.15
+    # The English test half was fixed first; the calibration side grew later (README.md),
+    # and the test side is still two fifths of all.
+    assert len(read_prompts(DATA / "test.jsonl")) >= 900
+    assert len(test) / (len(calibration) + len(test)) > 0.35
 
 
 def test_the_prompt_set_covers_every_category_and_form() -> None:
@@ -565,6 +575,26 @@ def test_the_fresh_test_file_covers_every_language() -> None:
         # 20 and 20 each; one Chinese trap was dropped (it folds to a calibration prompt)
         assert harmful >= 20 and len(mine) - harmful >= 19, language
         assert {p.category for p in mine if p.harmful} == set(CATEGORIES), language
+
+
+def test_the_third_round_covers_every_language_on_both_sides() -> None:
+    """The third round (tests/data/safety/README.md): five more authors, three writing
+    calibration prompts and two a test file, in all 14 languages."""
+    from imagegate.safety.language import LANGUAGES
+
+    for half, least in (
+        ("calibration_multilingual_3.jsonl", 37),
+        ("test_multilingual_3.jsonl", 19),
+    ):
+        prompts = read_prompts(DATA / half)
+        assert {p.lang for p in prompts} == set(LANGUAGES), half
+        for language in LANGUAGES:
+            mine = [p for p in prompts if p.lang == language]
+            harmful = [p for p in mine if p.harmful]
+            assert len(harmful) >= least and len(mine) - len(harmful) >= 19, (half, language)
+            assert {p.category for p in harmful} == set(CATEGORIES), (half, language)
+            assert {p.form for p in harmful} == {"diluted", "obfuscated", "paraphrase", "plain"}
+            assert sum(p.form == "trap" for p in mine) >= 12, (half, language)
 
 
 # the remote stage, against a loopback server
