@@ -114,11 +114,15 @@ def test_a_status_poll_is_one_statement(stores: tuple[JobStore, Engine]) -> None
     assert sent == [], sent  # nothing more: no BEGIN, ROLLBACK or ping
     (claim,) = store.claim(lease_s=30)
     image = ImageRecord(str(uuid.uuid4()), job.id, 0, f"k/{job.id}/0", 64, 64, 10)
-    store.complete(claim, [image], GenerationMeta(1, "sketch-v1", 5))
+    second = ImageRecord(str(uuid.uuid4()), job.id, 1, f"k/{job.id}/1", 64, 64, 12)
+    store.complete(claim, [second, image], GenerationMeta(1, "sketch-v1", 5))
     driven.clear()
     seen = store.glance(job.id, OWNER)
     assert (seen.status, seen.first_image) == (Status.COMPLETED, (image.id, image.storage_key))
     assert driven == ["SELECT"], driven  # the job and its first image, joined
+    driven.clear()
+    assert list(store.get(job.id, OWNER).images) == [image, second]  # in their order
+    assert driven == ["SELECT"], driven  # the job and its images, joined
     waiting = store.submit(spec(), OWNER)
     store.queue_info(waiting, 60)  # reads the ETA's inputs (once a second)
     driven.clear(), sent.clear()

@@ -42,7 +42,7 @@ class DriverRead:
         self.statement = statement
         self.keys = tuple(str(column.key) for column in statement.selected_columns)
         self._compiled: dict[str, _Compiled] = {}  # by dialect
-        self._results: dict[tuple[str, tuple[Any, ...]], _Results] = {}  # and column types
+        self._results: dict[str, _Results] = {}  # by dialect, from the first rows' types
 
     def first(self, engine: Engine, values: dict[str, Any]) -> tuple[Any, ...] | None:
         rows = self.all(engine, values)
@@ -79,7 +79,9 @@ class DriverRead:
             cursor = connection.cursor()
             cursor.execute(compiled.compiled.string, args)
             rows = cursor.fetchall()
-            types = tuple(column[1] for column in cursor.description or ())
+            results = self._results.get(engine.dialect.name)
+            if results is None:
+                results = self._results_for(engine.dialect, cursor.description or ())
             cursor.close()
         except engine.dialect.loaded_dbapi.Error as exc:
             raw = connection.dbapi_connection if connection is not None else None
@@ -97,7 +99,7 @@ class DriverRead:
         finally:
             if connection is not None:
                 connection.close()  # back to the pool (or, invalidated, discarded)
-        return self._results_for(engine.dialect, types).convert(rows)
+        return results.convert(rows)
 
     def _compiled_for(self, dialect: Dialect) -> _Compiled:
         found = self._compiled.get(dialect.name)
@@ -112,18 +114,19 @@ class DriverRead:
             found = self._compiled[dialect.name] = _Compiled(compiled, tuple(binds))
         return found
 
-    def _results_for(self, dialect: Dialect, types: tuple[Any, ...]) -> _Results:
+    def _results_for(self, dialect: Dialect, description: Sequence[Any]) -> _Results:
         """Each column's result processor, as SQLAlchemy picks it: by the column's type and
-        the type the driver says it sent (the cursor's description)."""
-        found = self._results.get((dialect.name, types))
-        if found is None:
-            columns = self.statement.selected_columns
-            processors = [
-                column.type.dialect_impl(dialect).result_processor(dialect, sent)
-                for column, sent in zip(columns, types, strict=True)
-            ]
-            converted = tuple((i, p) for i, p in enumerate(processors) if p is not None)
-            found = self._results[(dialect.name, types)] = _Results(converted)
+        the type the driver says it sent (the cursor's description). Picked once: a
+        statement's columns keep their types (sqlite3 reports none; PostgreSQL's are fixed
+        by the statement), and building psycopg's description of some 70 columns on every
+        read cost a twentieth of a poll."""
+        columns = self.statement.selected_columns
+        processors = [
+            column.type.dialect_impl(dialect).result_processor(dialect, sent[1])
+            for column, sent in zip(columns, description, strict=True)
+        ]
+        converted = tuple((i, p) for i, p in enumerate(processors) if p is not None)
+        found = self._results[dialect.name] = _Results(converted)
         return found
 
 

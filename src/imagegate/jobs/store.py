@@ -140,11 +140,12 @@ class JobStore(SingleFlight):
         """The job; with ``owner`` (and ``user``), only if it is theirs: else a 404."""
         if not _plausible_id(job_id):
             raise JobNotFound(job_id=job_id)
-        row = lookup.job_row(self.reader, job_id, owner, user)
-        if row is None:
+        found = lookup.job_row(self.reader, job_id, owner, user)
+        if found is None:
             raise JobNotFound(job_id=job_id)
-        done = row["status"] == Status.COMPLETED.value  # only a completed job has images
-        return job_from_row(row, lookup.images_of(self.reader, job_id) if done else [])
+        row, stored = found
+        done = row["status"] == Status.COMPLETED.value  # only a completed job shows images
+        return job_from_row(row, stored if done else [])
 
     def glance(self, job_id: str, owner: str | None = None, user: str | None = None) -> Glance:
         """What a status poll shows of the job (:func:`lookup.glance`); a 404 as ``get``."""
