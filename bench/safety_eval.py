@@ -3,11 +3,11 @@ per form, how fast, and in how much memory.
 
 .venv/bin/python bench/safety_eval.py [--calibration]
 
-Three filters over the three test files (nothing was fitted or tuned on them):
+Three filters over the test files (nothing was fitted or tuned on them):
 tests/data/safety/test.jsonl (English, 945 prompts), test_multilingual.jsonl (13 more
 languages, and English dilution and its traps, by authors who wrote none of the
-calibration side of their language) and test_multilingual_2.jsonl (written later by two
-more authors, and measured once):
+calibration side of their language), and test_multilingual_2.jsonl to _4.jsonl (each
+written later by two more authors; tests/data/safety/README.md logs every look):
 
 - ``original_substring``: the first filter (safety/baseline.py);
 - ``before``: the whole input pipeline as it was before issue 14 (English MiniLM,
@@ -57,6 +57,7 @@ SETS = {
     "multilingual": "test_multilingual.jsonl",
     "multilingual_fresh": "test_multilingual_2.jsonl",
     "multilingual_3": "test_multilingual_3.jsonl",
+    "multilingual_4": "test_multilingual_4.jsonl",
 }
 CALIBRATION_SETS = {
     "english": "calibration.jsonl",

@@ -49,6 +49,7 @@ TESTS = [
     DATA / "test_multilingual.jsonl",
     DATA / "test_multilingual_2.jsonl",
     DATA / "test_multilingual_3.jsonl",
+    DATA / "test_multilingual_4.jsonl",
 ]
 ZERO_WIDTH_SPACE, SOFT_HYPHEN = "\u200b", "\u00ad"
 CYRILLIC_A, CYRILLIC_O, CYRILLIC_ES, CYRILLIC_DZE = "\u0430", "\u043e", "\u0441", "\u0455"
@@ -579,12 +580,14 @@ def test_the_fresh_test_file_covers_every_language() -> None:
 
 def test_the_third_round_covers_every_language_on_both_sides() -> None:
     """The third round (tests/data/safety/README.md): five more authors, three writing
-    calibration prompts and two a test file, in all 14 languages."""
+    calibration prompts and two a test file, in all 14 languages; and a fourth test file,
+    by two more."""
     from imagegate.safety.language import LANGUAGES
 
     for half, least in (
         ("calibration_multilingual_3.jsonl", 37),
         ("test_multilingual_3.jsonl", 19),
+        ("test_multilingual_4.jsonl", 20),
     ):
         prompts = read_prompts(DATA / half)
         assert {p.lang for p in prompts} == set(LANGUAGES), half
