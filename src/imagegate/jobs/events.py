@@ -18,7 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, text
+from sqlalchemy import Connection, func, insert, select
 
 from imagegate.jobs.rows import utc
 from imagegate.jobs.tables import job_events
@@ -53,12 +53,14 @@ class JobEvent:
 def emit(
     conn: Connection, job_id: str, kind: EventType, data: dict[str, Any], now: datetime
 ) -> None:
-    """Append an event inside the caller's transaction (and tell other processes on commit)."""
-    conn.execute(
-        insert(job_events).values(job_id=job_id, type=kind.value, data=data, created_at=now)
-    )
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_notify(:channel, :job)"), {"channel": CHANNEL, "job": job_id})
+    """Append an event inside the caller's transaction (and tell other processes on commit:
+    on PostgreSQL, in the same statement, one round trip for both)."""
+    appended = insert(job_events).values(job_id=job_id, type=kind.value, data=data, created_at=now)
+    if conn.dialect.name != "postgresql":
+        conn.execute(appended)
+        return
+    written = appended.returning(job_events.c.job_id).cte("appended")
+    conn.execute(select(func.pg_notify(CHANNEL, written.c.job_id)))
 
 
 def read_since(conn: Connection, job_id: str, after_id: int = 0) -> list[JobEvent]:

@@ -2,10 +2,10 @@
 
 A status poll reads one job by id (scoped to its tenant, and to an end user for a browser
 token), with its images joined in the same statement (on PostgreSQL a second statement
-was a tenth of the poll's CPU, most of it in the driver). Building ``select(...).where(...)`` anew for
-each poll costs more than running it on SQLite (its construction and cache key were half
-of ``JobStore.get``); these are built at import, compiled once, and run on the driver's
-cursor (``jobs/driver_read.py``).
+was a tenth of the poll's CPU, most of it in the driver). Building
+``select(...).where(...)`` anew for each poll costs more than running it on SQLite (its
+construction and cache key were half of ``JobStore.get``); these are built at import,
+compiled once, and run on the driver's cursor (``jobs/driver_read.py``).
 
 The original ``GET /status/{id}`` shows only the state, a failure's message and the first
 image's link: :func:`glance` reads just those columns, not the ~60 of a whole job (on

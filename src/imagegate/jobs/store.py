@@ -33,7 +33,7 @@ from imagegate.cache import entries, idempotency
 from imagegate.cache.idempotency import IdempotencyRequest
 from imagegate.cache.keys import NOT_CACHEABLE, CacheRequest
 from imagegate.errors import IllegalTransition, JobNotFound
-from imagegate.jobs import audit, blobs, events, fairness, gallery, lookup, queue
+from imagegate.jobs import audit, blobs, claiming, events, gallery, lookup, queue
 from imagegate.jobs.audit import AuditEntry
 from imagegate.jobs.changes import (
     CANCELED,
@@ -44,7 +44,6 @@ from imagegate.jobs.changes import (
     REJECTED,
     WORKER_LOST,
     Intake,
-    compatible_with,
     completed_event,
     error_event,
     error_values,
@@ -57,7 +56,7 @@ from imagegate.jobs.changes import (
 )
 from imagegate.jobs.database import READ, WRITE
 from imagegate.jobs.events import EventType
-from imagegate.jobs.fairness import FAIR_SHARE, SINCE, scoped_to
+from imagegate.jobs.fairness import scoped_to
 from imagegate.jobs.flight import SingleFlight
 from imagegate.jobs.lookup import Glance
 from imagegate.jobs.models import (
@@ -450,53 +449,13 @@ class JobStore(SingleFlight):
         how a worker gathers a batch.
         """
         now, token = self._now(), token or str(uuid.uuid4())
-        runnable = (
-            select(jobs.c.id)
-            .where(
-                jobs.c.status == Status.QUEUED.value,
-                jobs.c.run_after <= now,
-                jobs.c.follows.is_(None),  # a follower takes its leader's result
-            )
-            .order_by(jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True, of=jobs)
-        )
-        if like is not None:
-            runnable = runnable.where(*compatible_with(like))
-        window: dict[str, datetime] = {}
-        if self.fair_share_window is not None:
-            window[SINCE] = now - self.fair_share_window
-            if self._postgres:
-                runnable = fairness.by_tenant(runnable, limit)
-            else:
-                runnable = (
-                    runnable.select_from(FAIR_SHARE.joined)
-                    .order_by(None)
-                    .order_by(
-                        FAIR_SHARE.order, jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id
-                    )
-                )
-        # A materialised CTE, so PostgreSQL locks and limits once; as a plain IN (subquery)
-        # the planner may re-run the LIMIT per row and claim more than asked.
-        chosen = runnable.cte("chosen").prefix_with("MATERIALIZED", dialect="postgresql")
+        fair = self.fair_share_window is not None
+        statement = claiming.claim_statement(limit, like, self._postgres, fair)
+        values = claiming.claim_values(now, token, lease_s, self.fair_share_window)
         with self._write(durable=False) as conn:
             if now >= self._next_recovery:
                 self._maintain(conn, now)
-            rows = conn.execute(
-                update(jobs)
-                .where(jobs.c.id == chosen.c.id)
-                .values(
-                    status=Status.GENERATING.value,
-                    lease_token=token,
-                    lease_expires_at=now + timedelta(seconds=lease_s),
-                    attempts=jobs.c.attempts + 1,
-                    started_at=now,
-                    progress_step=None,
-                    progress_total=None,
-                )
-                .returning(*jobs.c),
-                window,
-            ).mappings()
+            rows = conn.execute(statement, values).mappings()
             claimed = [Claim(job_from_row(row), token) for row in rows]
             for claim in claimed:
                 self._emit(conn, claim.job.id, EventType.STARTED, {"attempt": claim.job.attempts})

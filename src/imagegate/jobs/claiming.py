@@ -1,0 +1,87 @@
+"""The claim's one statement: lock the next runnable jobs (fairly among tenants, then by
+priority, then by age) and lease them, returning their rows.
+
+Built once for each batch size and kept, its moment, lease and token bound at each claim
+(only a batch's gathering, which adds its first job's shape, builds one each time):
+building it (the fair-share search, the CTE) and its cache key was a third of a claim's
+CPU on PostgreSQL, about 1.5 ms.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Select, Update, bindparam, select, update
+
+from imagegate.jobs import fairness
+from imagegate.jobs.changes import compatible_with
+from imagegate.jobs.fairness import FAIR_SHARE, SINCE
+from imagegate.jobs.models import JobSpec
+from imagegate.jobs.states import Status
+from imagegate.jobs.tables import jobs
+
+NOW, TOKEN, UNTIL = "claim_now", "claim_token", "claim_until"
+
+
+def claim_statement(limit: int, like: JobSpec | None, postgres: bool, fair: bool) -> Update:
+    if like is None:
+        return _kept(limit, postgres, fair)
+    return _built(limit, like, postgres, fair)
+
+
+def claim_values(
+    now: datetime, token: str, lease_s: float, window: timedelta | None
+) -> dict[str, Any]:
+    """The bound parameters of a claim made at ``now``."""
+    values: dict[str, Any] = {NOW: now, TOKEN: token, UNTIL: now + timedelta(seconds=lease_s)}
+    if window is not None:
+        values[SINCE] = now - window
+    return values
+
+
+@cache
+def _kept(limit: int, postgres: bool, fair: bool) -> Update:
+    return _built(limit, None, postgres, fair)
+
+
+def _built(limit: int, like: JobSpec | None, postgres: bool, fair: bool) -> Update:
+    runnable: Select[Any] = (
+        select(jobs.c.id)
+        .where(
+            jobs.c.status == Status.QUEUED.value,
+            jobs.c.run_after <= bindparam(NOW, type_=jobs.c.run_after.type),
+            jobs.c.follows.is_(None),  # a follower takes its leader's result
+        )
+        .order_by(jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=jobs)
+    )
+    if like is not None:
+        runnable = runnable.where(*compatible_with(like))
+    if fair and postgres:
+        runnable = fairness.by_tenant(runnable, limit)
+    elif fair:
+        runnable = (
+            runnable.select_from(FAIR_SHARE.joined)
+            .order_by(None)
+            .order_by(FAIR_SHARE.order, jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
+        )
+    # A materialised CTE, so PostgreSQL locks and limits once; as a plain IN (subquery)
+    # the planner may re-run the LIMIT per row and claim more than asked.
+    chosen = runnable.cte("chosen").prefix_with("MATERIALIZED", dialect="postgresql")
+    return (
+        update(jobs)
+        .where(jobs.c.id == chosen.c.id)
+        .values(
+            status=Status.GENERATING.value,
+            lease_token=bindparam(TOKEN),
+            lease_expires_at=bindparam(UNTIL, type_=jobs.c.lease_expires_at.type),
+            attempts=jobs.c.attempts + 1,
+            started_at=bindparam(NOW, type_=jobs.c.started_at.type),
+            progress_step=None,
+            progress_total=None,
+        )
+        .returning(*jobs.c)
+    )
