@@ -19,7 +19,9 @@ from sqlalchemy import Engine, func, select, update
 from imagegate.jobs import audit, blobs
 from imagegate.jobs.audit import AuditEntry
 from imagegate.jobs.database import WRITE, create_db_engine
+from imagegate.jobs.rows import utc
 from imagegate.jobs.tables import audit_log, cache_entries, idempotency_keys, images, job_events
+from imagegate.jobs.tables import blobs as blobs_table
 from imagegate.jobs.tables import jobs as jobs_table
 from imagegate.retention import Policy, Sweeper
 from imagegate.settings import Settings
@@ -225,6 +227,40 @@ def test_an_orphaned_file_goes_after_the_grace_and_a_pending_one_stays(
     swept = sweeper(quiet, engine, now).sweep()
     assert swept.orphan_files == 1
     assert files(quiet) == {"blobs/bb/new.png"}  # its job may record it any moment
+
+
+def test_a_note_waits_for_the_keys_lock_and_a_second_note_refreshes_the_first(
+    quiet: Settings, engine: Engine
+) -> None:
+    """The writer's note and the sweeper's check meet at the key's lock (on PostgreSQL the
+    note takes it inside its one statement); noting a key again moves its time."""
+    import threading
+
+    from imagegate.jobs.database import lock_for_transaction, upgrade
+
+    upgrade(engine)
+    key, first = "blobs/cc/shared.png", datetime.now(UTC) - timedelta(hours=1)
+    writer = engine.execution_options(**WRITE)
+    with writer.begin() as conn:
+        blobs.pending(conn, key, 4, first)
+    noted = threading.Event()
+
+    def note_again() -> None:
+        with writer.begin() as conn:
+            blobs.pending(conn, key, 8, first + timedelta(minutes=30))
+        noted.set()
+
+    with writer.begin() as sweeping:  # as the sweeper holds the key while it decides
+        lock_for_transaction(sweeping, f"blob:{key}")
+        thread = threading.Thread(target=note_again)
+        thread.start()
+        if engine.dialect.name == "postgresql":  # SQLite's writers wait on the database
+            assert not noted.wait(0.5), "the note did not wait for the key's lock"
+    thread.join(30)
+    assert noted.is_set()
+    with engine.connect() as conn:
+        row = conn.execute(select(blobs_table.c.size_bytes, blobs_table.c.written_at)).one()
+    assert row.size_bytes == 8 and utc(row.written_at) == first + timedelta(minutes=30)
 
 
 def test_the_audit_record_outlives_the_job(

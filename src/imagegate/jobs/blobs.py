@@ -18,24 +18,51 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, exists, insert, select, update
+from sqlalchemy import Connection, Insert, delete, exists, func, insert, literal, select, update
 
 from imagegate.jobs.database import lock_for_transaction
 from imagegate.jobs.tables import blobs, images
 
 
 def _lock(conn: Connection, key: str) -> None:
-    lock_for_transaction(conn, f"blob:{key}")
+    lock_for_transaction(conn, _lock_name(key))
+
+
+def _lock_name(key: str) -> str:
+    return f"blob:{key}"
 
 
 def pending(conn: Connection, key: str, size: int, now: datetime) -> None:
-    """Note a write about to happen (commit before putting the bytes)."""
-    _lock(conn, key)
+    """Note a write about to happen (commit before putting the bytes). On PostgreSQL one
+    statement takes the key's lock and upserts the note (it was three, a tenth of a
+    job's finishing there)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_locked_upsert(key, size, now))
+        return
+    _lock(conn, key)  # SQLite's writers are serial: no lock to take
     noted = conn.execute(
         update(blobs).where(blobs.c.storage_key == key).values(size_bytes=size, written_at=now)
     ).rowcount
     if not noted:
         conn.execute(insert(blobs).values(storage_key=key, size_bytes=size, written_at=now))
+
+
+def _locked_upsert(key: str, size: int, now: datetime) -> Insert:
+    """``lock_for_transaction``'s lock, then the note, in one PostgreSQL statement: the
+    insert's rows come from the lock's CTE, so the lock is taken first."""
+    from sqlalchemy.dialects.postgresql import insert as upsert
+
+    locked = select(func.pg_advisory_xact_lock(func.hashtext(_lock_name(key)))).cte("locked")
+    values = select(
+        literal(key, blobs.c.storage_key.type),
+        literal(size, blobs.c.size_bytes.type),
+        literal(now, blobs.c.written_at.type),
+    ).select_from(locked)
+    noted = upsert(blobs).from_select(["storage_key", "size_bytes", "written_at"], values)
+    return noted.on_conflict_do_update(
+        index_elements=[blobs.c.storage_key],
+        set_={"size_bytes": noted.excluded.size_bytes, "written_at": noted.excluded.written_at},
+    )
 
 
 def referred_to(conn: Connection, keys: Sequence[str]) -> None:
