@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, Insert, delete, exists, func, insert, literal, select, update
+from sqlalchemy import Connection, Insert, delete, exists, insert, literal, select, update
 
-from imagegate.jobs.database import lock_for_transaction
+from imagegate.jobs.database import lock_for_transaction, transaction_lock
 from imagegate.jobs.tables import blobs, images
 
 
@@ -39,7 +39,7 @@ def pending(conn: Connection, key: str, size: int, now: datetime) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(_locked_upsert(key, size, now))
         return
-    _lock(conn, key)  # SQLite's writers are serial: no lock to take
+    # SQLite's writers are serial already: there is no lock to take.
     noted = conn.execute(
         update(blobs).where(blobs.c.storage_key == key).values(size_bytes=size, written_at=now)
     ).rowcount
@@ -48,11 +48,12 @@ def pending(conn: Connection, key: str, size: int, now: datetime) -> None:
 
 
 def _locked_upsert(key: str, size: int, now: datetime) -> Insert:
-    """``lock_for_transaction``'s lock, then the note, in one PostgreSQL statement: the
-    insert's rows come from the lock's CTE, so the lock is taken first."""
+    """The key's lock (the one ``lock_for_transaction`` takes), then the note, in one
+    PostgreSQL statement: the insert's rows come from the lock's CTE, so the lock is
+    taken first."""
     from sqlalchemy.dialects.postgresql import insert as upsert
 
-    locked = select(func.pg_advisory_xact_lock(func.hashtext(_lock_name(key)))).cte("locked")
+    locked = select(transaction_lock(_lock_name(key))).cte("locked")
     values = select(
         literal(key, blobs.c.storage_key.type),
         literal(size, blobs.c.size_bytes.type),

@@ -6,11 +6,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, make_url, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    create_engine,
+    event,
+    func,
+    make_url,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.elements import ColumnElement
 
 from imagegate.settings import Settings
 
@@ -142,4 +152,10 @@ def lock_for_transaction(conn: Connection, name: str) -> None:
     """Serialise, across processes, the transactions that name the same lock (PostgreSQL's
     advisory lock, released at commit); SQLite's writers are serial already."""
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+        conn.execute(select(transaction_lock(name)))
+
+
+def transaction_lock(name: str) -> ColumnElement[Any]:
+    """PostgreSQL's advisory lock named ``name``, held until the transaction ends, as an
+    expression to select: for a statement that takes the lock before its own work."""
+    return func.pg_advisory_xact_lock(func.hashtext(name))

@@ -45,9 +45,8 @@ def encode(
     buffer = io.BytesIO()
     quality = DEFAULT_QUALITY if compression is None else compression
     if output_format == "png" and writable(image):
-        data = write_png(image, parameters)
-        return Encoded(data, FORMATS["png"], hashlib.sha256(data).hexdigest())
-    if output_format == "png":  # a mode the fast writer doesn't take (P, I;16, ...)
+        buffer.write(write_png(image, parameters))
+    elif output_format == "png":  # a mode the fast writer doesn't take (P, I;16, ...)
         from PIL.PngImagePlugin import PngInfo
 
         info = PngInfo()
@@ -104,7 +103,8 @@ def xmp_packet(parameters: Mapping[str, str]) -> bytes:
 def placeholder(image: Image) -> dict[str, str]:
     """A ThumbHash (evanw's format) of the image, for clients that decode one, and a tiny
     PNG of it as a data URL, for a plain ``<img>`` to show blurred until the image loads.
-    Both come from one 32 px reduction of the image (no full-size copy is made)."""
+    Both come from one reduction of the image to ``PLACEHOLDER_SIDE`` pixels (no full-size
+    copy is made)."""
     source = image if image.mode in ("RGB", "RGBA") else image.convert("RGBA")
     small = source.resize(_fitted(source.size, PLACEHOLDER_SIDE), reducing_gap=2.0)
     hashed = thumb_hash(small if small.mode == "RGBA" else small.convert("RGBA"))
