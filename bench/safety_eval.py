@@ -63,6 +63,7 @@ CALIBRATION_SETS = {
     "english": "calibration.jsonl",
     "multilingual": "calibration_multilingual.jsonl",
     "multilingual_3": "calibration_multilingual_3.jsonl",
+    "multilingual_4": "calibration_multilingual_4.jsonl",
 }
 BEFORE_COMMIT = "cefa42d"  # the last commit before issue 14
 LATENCY_ROUNDS = 2

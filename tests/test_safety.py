@@ -43,6 +43,7 @@ CALIBRATION = [
     DATA / "calibration.jsonl",
     DATA / "calibration_multilingual.jsonl",
     DATA / "calibration_multilingual_3.jsonl",
+    DATA / "calibration_multilingual_4.jsonl",
 ]
 TESTS = [
     DATA / "test.jsonl",
@@ -217,7 +218,7 @@ def test_warn_terms_warn() -> None:
 
 
 def test_ambiguous_terms_block_alone_and_defer_to_the_semantic_stage_with_it() -> None:
-    prompt = normalize("stars visible to the naked eye")
+    prompt = normalize("a naked bulb hanging from the ceiling")
     assert TermStage.from_file().check(prompt).action is Action.BLOCK
     deferring = TermStage.from_file(confirm_ambiguous=True).check(prompt)
     assert deferring.action is Action.WARN

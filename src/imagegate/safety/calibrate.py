@@ -4,7 +4,8 @@ Run it after changing the exemplars, the term lists, the folding or the embedder
 
     python -m imagegate.safety.calibrate tests/data/safety/calibration.jsonl \
         tests/data/safety/calibration_multilingual.jsonl \
-        tests/data/safety/calibration_multilingual_3.jsonl
+        tests/data/safety/calibration_multilingual_3.jsonl \
+        tests/data/safety/calibration_multilingual_4.jsonl
 
 The training data are the exemplar phrases and the calibration prompts, read as the stage
 reads them: each prompt whole, and its windows (clauses.py). Every window of an innocent
@@ -14,7 +15,10 @@ harmful. The classifier is scikit-learn's multinomial ``LogisticRegression`` wit
 balanced class weights. The thresholds are cuts in out-of-fold harm probabilities of
 each prompt's worst window: each prompt is scored by a model fitted on the other folds,
 as an unseen prompt would be, so a cut in the scores of the benign prompts (those the
-term lists let through) says how many unseen innocent prompts it stops:
+term lists let through) says how many unseen innocent prompts it stops. The folds hold
+out whole authors (or, for a file that does not name them, a file's prompts in a language):
+shuffled folds score a prompt with a model that has seen its author's other prompts, and
+their cuts stopped more innocent prompts by new authors than they promised. The cuts:
 
 - ``block``: at most :data:`BLOCK_FP` of them reach it;
 - ``review``: at most :data:`REVIEW_FP` reach it;
@@ -35,7 +39,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from imagegate.safety.dataset import LabelledPrompt, read_sets
+from imagegate.safety.dataset import LabelledPrompt, read_prompts
 from imagegate.safety.embedder import Embedder
 from imagegate.safety.normalize import normalize
 from imagegate.safety.semantic import (
@@ -66,6 +70,7 @@ class TrainingSet:
     exemplar_labels: NDArray[np.str_]
     has_block_term: NDArray[np.bool_]  # per prompt: the term stage refuses it anyway
     has_ambiguous_term: NDArray[np.bool_]
+    groups: NDArray[np.str_]  # per prompt: who wrote it, as near as its file tells
 
     @property
     def harmful(self) -> NDArray[np.bool_]:
@@ -78,6 +83,7 @@ def training_set(
     exemplars: Exemplars,
     embedder: Embedder,
     matcher: TermMatcher,
+    groups: Sequence[str] | None = None,
 ) -> TrainingSet:
     folded = [normalize(prompt.text) for prompt in prompts]
     texts: list[str] = []
@@ -98,6 +104,7 @@ def training_set(
         exemplar_labels=np.array([c for _, c in phrases]),
         has_block_term=np.array([bool(matcher.blocked(p.readings)) for p in folded]),
         has_ambiguous_term=np.array([bool(matcher.ambiguous(p.readings)) for p in folded]),
+        groups=np.array(groups if groups is not None else [p.lang for p in prompts]),
     )
 
 
@@ -169,13 +176,13 @@ def _is_harmful(labels: NDArray[np.str_]) -> NDArray[np.bool_]:
 
 def out_of_fold_harm(data: TrainingSet) -> NDArray[np.float64]:
     """Each calibration prompt's harm probability (its worst window's) from a model that
-    never saw it (the exemplars are in every training fold)."""
-    from sklearn.model_selection import StratifiedKFold  # type: ignore[import-untyped]
+    saw neither it nor its group (the exemplars are in every training fold)."""
+    from sklearn.model_selection import StratifiedGroupKFold  # type: ignore[import-untyped]
 
     prompts = np.arange(len(data.labels))
     harm = np.zeros(len(prompts))
-    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=0)
-    for train, held_out in folds.split(prompts, data.labels):
+    folds = StratifiedGroupKFold(FOLDS, shuffle=True, random_state=0)
+    for train, held_out in folds.split(prompts, data.labels, data.groups):
         classifier = fit_classifier(data, train)
         for p in held_out:
             harm[p] = _harm(classifier, data.vectors[data.windows[p]]).max()
@@ -196,6 +203,7 @@ def _thresholds(data: TrainingSet, harm: NDArray[np.float64]) -> tuple[Threshold
         "exemplars": len(data.exemplars),
         "out_of_fold": {
             "folds": FOLDS,
+            "grouped_by": "author",
             "recall": round(recall, 4),
             "false_positive_rate": round(false_positives, 4),
         },
@@ -238,8 +246,17 @@ def digest(path: Path) -> str:
 
 def calibrate(paths: Sequence[Path], embedder: UniversalEncoder) -> SemanticModel:
     """Fit the shipped model's way on the prompts in ``paths``."""
+    prompts = [
+        (prompt, prompt.author or f"{path.name}:{prompt.lang}")
+        for path in paths
+        for prompt in read_prompts(path)
+    ]
     data = training_set(
-        read_sets(paths), load_exemplars(), embedder, TermMatcher(load_term_lists())
+        [prompt for prompt, _ in prompts],
+        load_exemplars(),
+        embedder,
+        TermMatcher(load_term_lists()),
+        [group for _, group in prompts],
     )
     facts = {
         "sources": {path.name: digest(path) for path in paths},

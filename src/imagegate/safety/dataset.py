@@ -1,8 +1,10 @@
 """Labelled prompts, for calibrating the semantic stage and measuring the pipeline.
 
 A set is JSON lines, one prompt each: ``text``, ``label`` (``harmful`` or ``benign``),
-``category``, ``form`` (how it is written: see :data:`FORMS`) and ``lang`` (ISO 639-1;
-English when absent). tests/data/safety/README.md says who wrote which half.
+``category``, ``form`` (how it is written: see :data:`FORMS`), ``lang`` (ISO 639-1;
+English when absent) and, on the calibration side, ``author`` (who wrote it, so that
+out-of-fold scores can hold an author's prompts out together).
+tests/data/safety/README.md says who wrote which half.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class LabelledPrompt:
     category: str
     form: str
     lang: str = "en"
+    author: str = ""
 
     @property
     def harmful(self) -> bool:
