@@ -5,6 +5,12 @@ Built once for each batch size and kept, its moment, lease and token bound at ea
 (only a batch's gathering, which adds its first job's shape, builds one each time):
 building it (the fair-share search, the CTE) and its cache key was a third of a claim's
 CPU on PostgreSQL, about 1.5 ms.
+
+On PostgreSQL the claim is also its own transaction: :func:`announced` adds each job's
+``started`` event, its NOTIFY and the commit's ``synchronous_commit = off`` to the same
+statement, which runs in autocommit. One round trip, where BEGIN, the setting, the
+claim, the events and COMMIT took five; under load each round trip is also a wait for
+the interpreter's lock, and a claim took 5.4 ms (median) of a worker's turn.
 """
 
 from __future__ import annotations
@@ -13,14 +19,15 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, Update, bindparam, select, update
+from sqlalchemy import Select, Update, bindparam, func, insert, literal, select, update
 
-from imagegate.jobs import fairness
+from imagegate.jobs import events, fairness
 from imagegate.jobs.changes import compatible_with
+from imagegate.jobs.events import EventType
 from imagegate.jobs.fairness import FAIR_SHARE, SINCE
 from imagegate.jobs.models import JobSpec
 from imagegate.jobs.states import Status
-from imagegate.jobs.tables import jobs
+from imagegate.jobs.tables import job_events, jobs
 
 NOW, TOKEN, UNTIL = "claim_now", "claim_token", "claim_until"
 
@@ -29,6 +36,13 @@ def claim_statement(limit: int, like: JobSpec | None, postgres: bool, fair: bool
     if like is None:
         return _kept(limit, postgres, fair)
     return _built(limit, like, postgres, fair)
+
+
+def announced_claim(limit: int, like: JobSpec | None, fair: bool) -> Select[Any]:
+    """PostgreSQL's claim as one autocommitted statement (the module's docstring)."""
+    if like is None:
+        return _announced(limit, fair)
+    return _announcing(_built(limit, like, True, fair))
 
 
 def claim_values(
@@ -84,4 +98,33 @@ def _built(limit: int, like: JobSpec | None, postgres: bool, fair: bool) -> Upda
             progress_total=None,
         )
         .returning(*jobs.c)
+    )
+
+
+@cache
+def _announced(limit: int, fair: bool) -> Select[Any]:
+    return _announcing(_kept(limit, True, fair))
+
+
+def _announcing(claim: Update) -> Select[Any]:
+    """The claimed rows, once each has its ``started`` event (``{"attempt": n}``, as the
+    store's other events are written) and its notification, and the commit is set not to
+    wait for the WAL flush: a claim lost in a database crash only runs its job again."""
+    claimed = claim.cte("claimed")
+    started = select(
+        claimed.c.id,
+        literal(EventType.STARTED.value),
+        func.json_build_object("attempt", claimed.c.attempts),
+        bindparam(NOW, type_=job_events.c.created_at.type),
+    )
+    appended = (
+        insert(job_events)
+        .from_select(["job_id", "type", "data", "created_at"], started)
+        .returning(job_events.c.job_id)
+        .cte("appended")
+    )
+    notified = select(func.count(func.pg_notify(events.CHANNEL, appended.c.job_id)))
+    nondurable = select(func.set_config("synchronous_commit", "off", True))
+    return select(claimed).where(
+        notified.scalar_subquery() >= 0, nondurable.scalar_subquery().is_not(None)
     )

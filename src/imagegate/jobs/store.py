@@ -450,16 +450,37 @@ class JobStore(SingleFlight):
         """
         now, token = self._now(), token or str(uuid.uuid4())
         fair = self.fair_share_window is not None
-        statement = claiming.claim_statement(limit, like, self._postgres, fair)
         values = claiming.claim_values(now, token, lease_s, self.fair_share_window)
-        with self._write(durable=False) as conn:
-            if now >= self._next_recovery:
-                self._maintain(conn, now)
-            rows = conn.execute(statement, values).mappings()
-            claimed = [Claim(job_from_row(row), token) for row in rows]
-            for claim in claimed:
-                self._emit(conn, claim.job.id, EventType.STARTED, {"attempt": claim.job.attempts})
+        if self._postgres:
+            claimed = self._claim_postgres(limit, like, fair, values, now)
+        else:
+            statement = claiming.claim_statement(limit, like, False, fair)
+            with self._write(durable=False) as conn:
+                if now >= self._next_recovery:
+                    self._maintain(conn, now)
+                rows = conn.execute(statement, values).mappings()
+                claimed = [Claim(job_from_row(row), token) for row in rows]
+                for claim in claimed:
+                    started = {"attempt": claim.job.attempts}
+                    self._emit(conn, claim.job.id, EventType.STARTED, started)
         return sorted(claimed, key=lambda c: (-c.job.spec.priority, c.job.created_at, c.job.id))
+
+    def _claim_postgres(
+        self, limit: int, like: JobSpec | None, fair: bool, values: dict[str, Any], now: datetime
+    ) -> list[Claim]:
+        """The claim, its events and their notifications in one autocommitted statement
+        (claiming.py); the lease recovery, when due, in a transaction of its own first."""
+        if now >= self._next_recovery:
+            with self._write(durable=False) as conn:
+                self._maintain(conn, now)
+        statement = claiming.announced_claim(limit, like, fair)
+        with self._writer.connect() as conn:
+            rows = conn.execution_options(isolation_level="AUTOCOMMIT").execute(statement, values)
+            claimed = [Claim(job_from_row(row), values[claiming.TOKEN]) for row in rows.mappings()]
+        for claim in claimed:
+            for publish in self.publishers:
+                publish(claim.job.id)
+        return claimed
 
     def renew(self, token: str, lease_s: float) -> set[str]:
         """Extend the lease of every job held under ``token``; returns the ids still held."""
