@@ -56,7 +56,7 @@ def run_load(client: httpx.Client, jobs: int) -> dict[str, Any]:
 
     with ThreadPoolExecutor(jobs) as pool:
         ids = list(pool.map(submit, range(jobs)))
-    latencies = poll_until_done(str(client.base_url), ids)
+    latencies, _ = poll_until_done(str(client.base_url), ids)
     records = [client.get(f"/v1/jobs/{job_id}").json() for job_id in ids]
     assert all(r["status"] == "completed" for r in records), [r["status"] for r in records]
     return poll_figures(latencies, records)
