@@ -51,16 +51,25 @@ class JobEvent:
 
 
 def emit(
-    conn: Connection, job_id: str, kind: EventType, data: dict[str, Any], now: datetime
+    conn: Connection,
+    job_id: str,
+    kind: EventType,
+    data: dict[str, Any],
+    now: datetime,
+    also_notify: str | None = None,
 ) -> None:
     """Append an event inside the caller's transaction (and tell other processes on commit:
-    on PostgreSQL, in the same statement, one round trip for both)."""
+    on PostgreSQL, in the same statement, one round trip for both). ``also_notify`` names
+    another channel to notify in that statement, with an empty payload (the workers')."""
     appended = insert(job_events).values(job_id=job_id, type=kind.value, data=data, created_at=now)
     if conn.dialect.name != "postgresql":
         conn.execute(appended)
         return
     written = appended.returning(job_events.c.job_id).cte("appended")
-    conn.execute(select(func.pg_notify(CHANNEL, written.c.job_id)))
+    notices = [func.pg_notify(CHANNEL, written.c.job_id)]
+    if also_notify is not None:
+        notices.append(func.pg_notify(also_notify, ""))
+    conn.execute(select(*notices))
 
 
 def read_since(conn: Connection, job_id: str, after_id: int = 0) -> list[JobEvent]:

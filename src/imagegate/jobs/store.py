@@ -401,8 +401,8 @@ class JobStore(SingleFlight):
         if leader is not None:
             self._follow(conn, job, leader)
             return job_from_row(row_of(conn, job.id))
-        self._emit(conn, job.id, EventType.QUEUED, {"queue_position": ahead_of(conn, job)})
-        self._notify_workers(conn)
+        place = {"queue_position": ahead_of(conn, job)}
+        self._emit(conn, job.id, EventType.QUEUED, place, also_notify=CHANNEL)  # and the workers
         return None
 
     def cancel(self, job_id: str, owner: str | None = None, user: str | None = None) -> Job:
@@ -792,8 +792,15 @@ class JobStore(SingleFlight):
                 self._share_result(conn, ended, target)
         return True
 
-    def _emit(self, conn: Connection, job_id: str, kind: EventType, data: dict[str, Any]) -> None:
-        events.emit(conn, job_id, kind, data, self._now())
+    def _emit(
+        self,
+        conn: Connection,
+        job_id: str,
+        kind: EventType,
+        data: dict[str, Any],
+        also_notify: str | None = None,
+    ) -> None:
+        events.emit(conn, job_id, kind, data, self._now(), also_notify)
         conn.info.setdefault(NEWS, []).append(job_id)
 
     def events_since(self, job_id: str, after_id: int = 0) -> list[events.JobEvent]:
