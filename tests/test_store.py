@@ -58,6 +58,21 @@ def test_claim_sets_the_lease_and_counts_the_attempt(store: JobStore) -> None:
     assert claim.job.started_at is not None
 
 
+def test_each_claim_appends_a_started_event_with_its_attempt(store: JobStore) -> None:
+    """On PostgreSQL the claim writes its events in its own statement (claiming.py)."""
+    first, second = store.submit(spec("a"), OWNER), store.submit(spec("b"), OWNER)
+    claims = store.claim(lease_s=30, limit=2, like=first.spec)
+    assert {c.job.id for c in claims} == {first.id, second.id}
+    mine = next(c for c in claims if c.job.id == first.id)
+    store.retry_later(mine, ErrorInfo("generation_failed", "again", True), 0.0)
+    (again,) = store.claim(lease_s=30)
+    assert again.job.id == first.id
+    started = [e for e in store.events_since(first.id) if e.type == "started"]
+    assert [e.data for e in started] == [{"attempt": 1}, {"attempt": 2}]
+    assert mine.job.started_at is not None and mine.job.started_at <= started[0].created_at
+    assert [e.type for e in store.events_since(second.id)] == ["queued", "started"]
+
+
 def test_claim_can_take_a_batch_of_compatible_jobs_only(store: JobStore) -> None:
     first = store.submit(spec(width=64), OWNER)
     store.submit(spec(width=128), OWNER)

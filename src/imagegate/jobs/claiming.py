@@ -6,7 +6,7 @@ Built once for each batch size and kept, its moment, lease and token bound at ea
 building it (the fair-share search, the CTE) and its cache key was a third of a claim's
 CPU on PostgreSQL, about 1.5 ms.
 
-On PostgreSQL the claim is also its own transaction: :func:`announced` adds each job's
+On PostgreSQL the claim is also its own transaction: :func:`announced_claim` adds each job's
 ``started`` event, its NOTIFY and the commit's ``synchronous_commit = off`` to the same
 statement, which runs in autocommit. One round trip, where BEGIN, the setting, the
 claim, the events and COMMIT took five; under load each round trip is also a wait for
