@@ -47,10 +47,19 @@ def admitted(api: httpx.Client, path: str) -> bool:
 
 
 def stalled_reader(api: httpx.Client, target: str) -> socket.socket:
-    """A client that sends its request, then never reads a byte of the answer."""
+    """A client that sends its request, then never reads a byte of the answer.
+
+    It sends TCP keep-alives after a second without news. The server's reset can arrive
+    with a sequence number past what this full receive window took in, and the kernel then
+    drops it as out of window (RFC 5961); a keep-alive to the closed connection is answered
+    by a reset at the exact number, so a cut-off is seen either way, and a live server
+    only acknowledges it (the window stays shut)."""
     address = urlsplit(str(api.base_url))
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # before connect: the window
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
     sock.connect((address.hostname, address.port))
     sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     return sock
