@@ -73,6 +73,29 @@ def test_each_claim_appends_a_started_event_with_its_attempt(store: JobStore) ->
     assert [e.type for e in store.events_since(second.id)] == ["queued", "started"]
 
 
+def test_on_postgresql_a_submission_wakes_the_workers_and_a_claim_announces_its_event(
+    store: JobStore,
+) -> None:
+    """Other processes hear of both through NOTIFY, sent in the statements that write them."""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("NOTIFY is PostgreSQL's")
+    import psycopg
+
+    from imagegate.jobs.events import CHANNEL as EVENTS
+    from imagegate.jobs.wakeup import CHANNEL as WORKERS
+    from imagegate.jobs.wakeup import conninfo
+
+    with psycopg.connect(conninfo(store.engine), autocommit=True) as listener:
+        listener.execute(f"LISTEN {EVENTS}")
+        listener.execute(f"LISTEN {WORKERS}")
+        job = store.submit(spec(), OWNER)
+        heard = [(n.channel, n.payload) for n in listener.notifies(timeout=2, stop_after=2)]
+        assert sorted(heard) == sorted([(EVENTS, job.id), (WORKERS, "")])
+        store.claim(lease_s=30)
+        heard = [(n.channel, n.payload) for n in listener.notifies(timeout=2, stop_after=1)]
+        assert heard == [(EVENTS, job.id)]
+
+
 def test_claim_can_take_a_batch_of_compatible_jobs_only(store: JobStore) -> None:
     first = store.submit(spec(width=64), OWNER)
     store.submit(spec(width=128), OWNER)

@@ -32,10 +32,11 @@ from imagegate.jobs.tables import job_events, jobs
 NOW, TOKEN, UNTIL = "claim_now", "claim_token", "claim_until"
 
 
-def claim_statement(limit: int, like: JobSpec | None, postgres: bool, fair: bool) -> Update:
+def claim_statement(limit: int, like: JobSpec | None, fair: bool) -> Update:
+    """SQLite's claim, run in the store's write transaction with its events beside it."""
     if like is None:
-        return _kept(limit, postgres, fair)
-    return _built(limit, like, postgres, fair)
+        return _kept(limit, False, fair)
+    return _built(limit, like, False, fair)
 
 
 def announced_claim(limit: int, like: JobSpec | None, fair: bool) -> Select[Any]:

@@ -454,7 +454,7 @@ class JobStore(SingleFlight):
         if self._postgres:
             claimed = self._claim_postgres(limit, like, fair, values, now)
         else:
-            statement = claiming.claim_statement(limit, like, False, fair)
+            statement = claiming.claim_statement(limit, like, fair)
             with self._write(durable=False) as conn:
                 if now >= self._next_recovery:
                     self._maintain(conn, now)
@@ -477,9 +477,7 @@ class JobStore(SingleFlight):
         with self._writer.connect() as conn:
             rows = conn.execution_options(isolation_level="AUTOCOMMIT").execute(statement, values)
             claimed = [Claim(job_from_row(row), values[claiming.TOKEN]) for row in rows.mappings()]
-        for claim in claimed:
-            for publish in self.publishers:
-                publish(claim.job.id)
+        self._publish([claim.job.id for claim in claimed])
         return claimed
 
     def renew(self, token: str, lease_s: float) -> set[str]:
@@ -851,7 +849,11 @@ class JobStore(SingleFlight):
             metrics.count_settled(*ended)
         for tenant, threshold in alerted:
             metrics.BUDGET_ALERTS.labels(tenant, f"{threshold:g}").inc()
-        for job_id in dict.fromkeys(news):
+        self._publish(news)
+
+    def _publish(self, job_ids: Sequence[str]) -> None:
+        """Tell this process's subscribers (the event streams) that these jobs have news."""
+        for job_id in dict.fromkeys(job_ids):
             for publish in self.publishers:
                 publish(job_id)
 
