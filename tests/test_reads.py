@@ -25,7 +25,7 @@ from imagegate.jobs.database import create_db_engine, create_read_engine, upgrad
 from imagegate.jobs.driver_read import DriverRead
 from imagegate.jobs.models import GenerationMeta, ImageRecord, QueueInfo
 from imagegate.jobs.queue import _AHEAD as queue_statement
-from imagegate.jobs.queue import EXACT_UP_TO, Shown
+from imagegate.jobs.queue import EXACT_UP_TO, PLACE_COLUMNS, Shown, read_ahead_of
 from imagegate.jobs.states import Status
 from imagegate.jobs.store import JobStore
 from imagegate.jobs.tables import images, jobs
@@ -129,6 +129,13 @@ def test_a_status_poll_is_one_statement(stores: tuple[JobStore, Engine]) -> None
     place = store.queue_info(store.get(waiting.id, OWNER), 60)
     assert place is not None and place.position == 0
     assert driven == ["SELECT", "SELECT"] and sent == [], (driven, sent)  # the job, its place
+    driven.clear()
+    polled, place = store.poll(waiting.id, OWNER, None, 60)  # GET /v1/jobs/{id}
+    assert (polled.status, place) == (Status.QUEUED, QueueInfo(0, None)), place
+    assert driven == ["SELECT"] and sent == [], (driven, sent)  # the job with its place
+    driven.clear()
+    assert store.poll(job.id, OWNER, None, 60)[1] is None  # finished: no place
+    assert driven == ["SELECT"], driven
 
 
 def test_the_driver_reads_what_sqlalchemy_reads(stores: tuple[JobStore, Engine]) -> None:
@@ -149,13 +156,14 @@ def test_the_driver_reads_what_sqlalchemy_reads(stores: tuple[JobStore, Engine])
         (whole_job, {"id": done.id}),
         (select(images).where(images.c.job_id == bindparam("job")), {"job": done.id}),
         (queue_statement, place),
+        (select(jobs.c.id, *PLACE_COLUMNS).where(jobs.c.id == bindparam("id")), {"id": last.id}),
     ]:
         with reader.connect() as conn:
             expected = [tuple(row) for row in conn.execute(statement, values)]
         found = DriverRead(statement).all(reader, values)
         assert found == expected
         assert [list(map(type, row)) for row in found] == [list(map(type, row)) for row in expected]
-    assert found[0][1] == 1  # one older job ahead of the last
+    assert found[0][2] == 1  # one older job ahead of the last, counted in its own row
 
 
 @pytest.mark.postgres
@@ -212,6 +220,25 @@ def test_a_place_far_back_is_estimated_from_the_arrival_rate(
     # Arrivals at an even rate: exact to the job, though only the first EXACT_UP_TO were read.
     even = store.get(_nth_queued(store, 2 * EXACT_UP_TO + EXACT_UP_TO // 2))
     assert store.queue_info(even, 60).position == 2 * EXACT_UP_TO + EXACT_UP_TO // 2
+
+
+def test_a_poll_reads_the_place_that_queue_info_reads(stores: tuple[JobStore, Engine]) -> None:
+    """The place a poll reads with the job (its row's correlated counts) is the one
+    ``queue_info`` reads by itself: exact near the front, estimated further back, behind a
+    job of a higher priority, and for a job of that priority."""
+    store, reader = stores
+    start = datetime.now(UTC) - timedelta(seconds=3 * EXACT_UP_TO)
+    _queue_of(store, 3 * EXACT_UP_TO, start, timedelta(seconds=1))
+    urgent = store.submit(spec(priority=9), OWNER)
+    late = store.submit(spec(), OWNER)
+    front, middle = _nth_queued(store, 5), _nth_queued(store, 2 * EXACT_UP_TO + 7)
+    for job_id in (front, middle, urgent.id, late.id):
+        job = store.get(job_id)
+        polled = store.poll(job_id, None, None, 60)[1]
+        assert polled is not None and polled.position == read_ahead_of(reader, job), job_id
+    assert store.poll(urgent.id, None, None, 60)[1] == QueueInfo(0, None)
+    assert store.poll(front, OWNER, None, 60)[1] == QueueInfo(6, None)  # behind urgent too
+    assert abs(read_ahead_of(reader, late) - 3 * EXACT_UP_TO - 1) <= 0.05 * 3 * EXACT_UP_TO
 
 
 def _nth_queued(store: JobStore, index: int) -> str:

@@ -41,6 +41,8 @@ def credential_of(connection: HTTPConnection) -> str | None:
     given = bearer(connection.headers.get("authorization"))
     if given is not None:
         return given
+    if not connection.scope.get("query_string"):  # a poll has none: nothing to parse
+        return None
     query = connection.query_params.get("access_token")
     if query and query.startswith(KEY_PREFIX):
         raise Unauthorized("Send a secret key in the Authorization header, never in a URL.")

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, Select, and_, bindparam, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
+from imagegate.jobs import queue
 from imagegate.jobs.driver_read import DriverRead
 from imagegate.jobs.models import ImageRecord
 from imagegate.jobs.rows import image_from_row
@@ -30,14 +31,18 @@ from imagegate.jobs.tables import images, jobs
 
 
 def _by_id(
-    owned: bool, by_user: bool, columns: tuple[ColumnElement[object], ...] = ()
+    owned: bool,
+    by_user: bool,
+    columns: tuple[ColumnElement[object], ...] = (),
+    placed: bool = False,
 ) -> Select[*tuple[Any, ...]]:
     query: Select[*tuple[Any, ...]]
     if columns:  # a glance: with the first image, if any, in the same statement
         query = select(*columns).select_from(jobs.outerjoin(images, _FIRST))
     else:  # the whole job, a row per image (one, without image), in image order
-        query = select(jobs, *_IMAGE_COLUMNS).select_from(jobs.outerjoin(images, _OF_JOB))
-        query = query.order_by(images.c.idx)
+        place = queue.PLACE_COLUMNS if placed else ()  # while queued, its place
+        query = select(jobs, *_IMAGE_COLUMNS, *place)
+        query = query.select_from(jobs.outerjoin(images, _OF_JOB)).order_by(images.c.idx)
     query = query.where(jobs.c.id == bindparam("id"))
     if owned:
         query = query.where(jobs.c.owner == bindparam("owner"))
@@ -52,6 +57,7 @@ _IMAGE_PREFIX = "image_"
 _IMAGE_COLUMNS = tuple(column.label(_IMAGE_PREFIX + column.key) for column in images.c)
 _SHAPES = [(owned, by_user) for owned in (False, True) for by_user in (False, True)]
 _JOB = {shape: DriverRead(_by_id(*shape)) for shape in _SHAPES}
+_PLACED = {shape: DriverRead(_by_id(*shape, placed=True)) for shape in _SHAPES}
 _GLANCED = (
     jobs.c.status,
     jobs.c.error_code,
@@ -102,11 +108,12 @@ def glance(engine: Engine, job_id: str, owner: str | None, user: str | None) -> 
 
 
 def job_row(
-    engine: Engine, job_id: str, owner: str | None, user: str | None
+    engine: Engine, job_id: str, owner: str | None, user: str | None, placed: bool = False
 ) -> tuple[dict[str, Any], list[ImageRecord]] | None:
     """The job's row and its images; with ``owner`` (and ``user``), only if it is theirs.
-    One statement: the images joined, as a row each."""
-    query = _JOB[(owner is not None, user is not None)]
+    One statement: the images joined, as a row each; with ``placed``, the row also holds
+    ``queue.PLACE_COLUMNS``, the counts behind a queued job's place."""
+    query = (_PLACED if placed else _JOB)[(owner is not None, user is not None)]
     rows = query.mappings(engine, {"id": job_id, "owner": owner, "user": user})
     if not rows:
         return None

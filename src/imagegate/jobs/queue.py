@@ -7,13 +7,26 @@ import os
 import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from time import monotonic
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    FromClause,
+    Select,
+    bindparam,
+    case,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.sql.elements import ColumnElement
 
 from imagegate.jobs.driver_read import DriverRead
 from imagegate.jobs.models import Job, QueueInfo
@@ -27,32 +40,45 @@ RECENT_SAMPLE = 20  # finished jobs in the rolling mean of generation times
 # The reads behind a queued job's place and ETA, built once: a poll binds its values to a
 # statement compiled once, rather than building and hashing a new one.
 EXACT_UP_TO = 100  # jobs ahead counted one by one; past that, the place is estimated
-_WAITING = (jobs.c.status == Status.QUEUED.value, jobs.c.follows.is_(None))  # a follower
-# takes no worker's time. Ahead of a job: the jobs of a higher priority, and those of its
-# own that are older. Each is one range of the queue index (status, priority DESC,
-# created_at, id), walked no further than EXACT_UP_TO; one OR of the two is no range, and
-# PostgreSQL walked all 100,000 queued jobs to find none ahead of the first.
-_HIGHER = (
-    select(jobs.c.id).where(*_WAITING, jobs.c.priority > bindparam("priority")).limit(EXACT_UP_TO)
-).subquery()
-_OLDER = (
-    select(jobs.c.created_at)
-    .where(
-        *_WAITING,
-        jobs.c.priority == bindparam("priority"),
-        tuple_(jobs.c.created_at, jobs.c.id)
-        < tuple_(
-            bindparam("created", type_=jobs.c.created_at.type),
-            bindparam("id", type_=jobs.c.id.type),
-        ),
+
+
+def _ranges(
+    queued: FromClause, priority: Any, created: Any, job_id: Any
+) -> tuple[Select[Any], Select[Any]]:
+    """The two ranges of the queue ahead of a job of ``priority`` that arrived at
+    ``created`` as ``job_id``: the waiting jobs of a higher priority, and those of its own
+    that are older. A follower takes no worker's time, so it is not waiting. Each is one
+    range of the queue index (status, priority DESC, created_at, id), walked no further
+    than EXACT_UP_TO; one OR of the two is no range, and PostgreSQL walked all 100,000
+    queued jobs to find none ahead of the first."""
+    waiting = (queued.c.status == Status.QUEUED.value, queued.c.follows.is_(None))
+    higher = select(queued.c.id).where(*waiting, queued.c.priority > priority)
+    older = (
+        select(queued.c.created_at)
+        .where(
+            *waiting,
+            queued.c.priority == priority,
+            tuple_(queued.c.created_at, queued.c.id) < tuple_(created, job_id),
+        )
+        .order_by(queued.c.created_at, queued.c.id)
     )
-    .order_by(jobs.c.created_at, jobs.c.id)
-    .limit(EXACT_UP_TO)
-    .subquery()
+    return higher.limit(EXACT_UP_TO), older.limit(EXACT_UP_TO)
+
+
+# The reads behind a queued job's place and ETA, built once: a poll binds its values to a
+# statement compiled once, rather than building and hashing a new one. In one statement
+# (a poll's round trip): the higher ones, how many older ones there are, and when the
+# first and the last of those arrived. Each count stays a subquery of its own, over its
+# own range.
+_HIGHER, _OLDER = (
+    ranged.subquery()
+    for ranged in _ranges(
+        jobs,
+        bindparam("priority"),
+        bindparam("created", type_=jobs.c.created_at.type),
+        bindparam("id", type_=jobs.c.id.type),
+    )
 )
-# In one statement (a poll's round trip): the higher ones, how many older ones there are,
-# and when the first and the last of those arrived. Each count stays a subquery of its own,
-# over its own range.
 _AHEAD = select(
     select(func.count()).select_from(_HIGHER).scalar_subquery(),
     func.count(),
@@ -60,6 +86,33 @@ _AHEAD = select(
     func.max(_OLDER.c.created_at),
 ).select_from(_OLDER)
 _AHEAD_READ = DriverRead(_AHEAD)
+
+
+def _placed() -> tuple[ColumnElement[Any], ...]:
+    """The same four figures as columns of a statement that reads ``jobs`` (a queued job's
+    own row, in ``lookup``): the ranges are correlated to that row, and are walked only
+    while it is queued (NULL otherwise), so a poll of the job resource reads the job and
+    its place in one round trip."""
+    ahead = jobs.alias("ahead")
+    higher, older = (
+        ranged.correlate(jobs).subquery()
+        for ranged in _ranges(ahead, jobs.c.priority, jobs.c.created_at, jobs.c.id)
+    )
+    figures = {
+        "higher": select(func.count()).select_from(higher),
+        "older": select(func.count()).select_from(older),
+        "first": select(func.min(older.c.created_at)),
+        "last": select(func.max(older.c.created_at)),
+    }
+    queued = jobs.c.status == Status.QUEUED.value
+    return tuple(
+        case((queued, figure.scalar_subquery())).label(PLACE_PREFIX + name)
+        for name, figure in figures.items()
+    )
+
+
+PLACE_PREFIX = "place_"
+PLACE_COLUMNS = _placed()
 _RECENT = (
     select(jobs.c.generation_time_ms)
     .where(jobs.c.status == Status.COMPLETED.value)
@@ -90,6 +143,11 @@ def read_ahead_of(engine: Engine, job: Job) -> int:
     found = _AHEAD_READ.first(engine, _ahead_values(job))
     assert found is not None  # an aggregate: always one row
     return _place(job, found)
+
+
+def place_in(job: Job, row: Mapping[str, Any]) -> int:
+    """``ahead_of`` from the ``PLACE_COLUMNS`` of the job's own row."""
+    return _place(job, [row[str(column.key)] for column in PLACE_COLUMNS])
 
 
 def _ahead_values(job: Job) -> dict[str, Any]:

@@ -137,14 +137,29 @@ class JobStore(SingleFlight):
 
     def get(self, job_id: str, owner: str | None = None, user: str | None = None) -> Job:
         """The job; with ``owner`` (and ``user``), only if it is theirs: else a 404."""
+        return self._read(job_id, owner, user, placed=False)[0]
+
+    def poll(
+        self, job_id: str, owner: str | None, user: str | None, stale_after_s: float
+    ) -> tuple[Job, QueueInfo | None]:
+        """The job as ``get`` reads it and, while it is queued, its ``queue_info``: in one
+        statement, the job's row carrying the counts behind its place."""
+        job, row = self._read(job_id, owner, user, placed=True)
+        if job.status is not Status.QUEUED:
+            return job, None
+        return job, self._placed(job, queue.place_in(job, row), stale_after_s)
+
+    def _read(
+        self, job_id: str, owner: str | None, user: str | None, placed: bool
+    ) -> tuple[Job, dict[str, Any]]:
         if not _plausible_id(job_id):
             raise JobNotFound(job_id=job_id)
-        found = lookup.job_row(self.reader, job_id, owner, user)
+        found = lookup.job_row(self.reader, job_id, owner, user, placed)
         if found is None:
             raise JobNotFound(job_id=job_id)
         row, stored = found
         done = row["status"] == Status.COMPLETED.value  # only a completed job shows images
-        return job_from_row(row, stored if done else [])
+        return job_from_row(row, stored if done else []), row
 
     def glance(self, job_id: str, owner: str | None = None, user: str | None = None) -> Glance:
         """What a status poll shows of the job (:func:`lookup.glance`); a 404 as ``get``."""
@@ -204,7 +219,9 @@ class JobStore(SingleFlight):
 
     def queue_info(self, job: Job, stale_after_s: float) -> QueueInfo:
         """Jobs ahead of a queued job, and an ETA from recent generation times."""
-        position = queue.read_ahead_of(self.reader, job)
+        return self._placed(job, queue.read_ahead_of(self.reader, job), stale_after_s)
+
+    def _placed(self, job: Job, position: int, stale_after_s: float) -> QueueInfo:
         pace = self._pace
         if pace is None or monotonic() - pace.read_at > queue.PACE_TTL_S:
             now = self._now()

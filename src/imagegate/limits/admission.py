@@ -30,7 +30,8 @@ class Subject:
 def subjects(
     principal: Principal, tenant_limits: Limits, user: str | None, client_ip: str | None
 ) -> list[Subject]:
-    if principal.kind == "local" and tenant_limits == NONE:
+    unlimited = tenant_limits is NONE or tenant_limits == NONE  # `is`: the gatekeeper's
+    if principal.kind == "local" and unlimited:
         return []  # the embedded default: nothing to count
     if principal.kind == "local":
         per_ip = tenant_limits.model_copy(update={"concurrent_jobs": None})

@@ -128,6 +128,7 @@ class Gatekeeper:
         if merged is None or merged[0] is not stored:  # parsed once per tenant record
             own = limits_of(stored).model_dump(exclude_none=True)
             limits = Limits.model_validate(self._defaults.model_dump(exclude_none=True) | own)
+            limits = admission.NONE if limits == admission.NONE else limits  # told by `is`
             merged = self._merged[tenant] = (stored, limits)
         return merged[1]
 

@@ -120,8 +120,9 @@ async def get_job(job_id: str, request: Request) -> Response:
 def _job(job_id: str, request: Request) -> Response:
     runtime = runtime_of(request)
     principal = authorized(runtime, request, Scope.JOBS_READ)
-    job = runtime.store.get(job_id, principal.tenant, principal.user)
-    view = job_view(runtime, job, links_of(request, runtime))
+    stale_after_s = 2 * runtime.settings.lease_s  # as job_view's
+    job, queue = runtime.store.poll(job_id, principal.tenant, principal.user, stale_after_s)
+    view = JobOut.of(job, links_of(request, runtime), queue)
     return json_answer(view, poll_hint(runtime, job.status))
 
 
