@@ -58,12 +58,14 @@ SETS = {
     "multilingual_fresh": "test_multilingual_2.jsonl",
     "multilingual_3": "test_multilingual_3.jsonl",
     "multilingual_4": "test_multilingual_4.jsonl",
+    "multilingual_5": "test_multilingual_5.jsonl",
 }
 CALIBRATION_SETS = {
     "english": "calibration.jsonl",
     "multilingual": "calibration_multilingual.jsonl",
     "multilingual_3": "calibration_multilingual_3.jsonl",
     "multilingual_4": "calibration_multilingual_4.jsonl",
+    "multilingual_5": "calibration_multilingual_5.jsonl",
 }
 BEFORE_COMMIT = "cefa42d"  # the last commit before issue 14
 LATENCY_ROUNDS = 2

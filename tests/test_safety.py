@@ -44,6 +44,7 @@ CALIBRATION = [
     DATA / "calibration_multilingual.jsonl",
     DATA / "calibration_multilingual_3.jsonl",
     DATA / "calibration_multilingual_4.jsonl",
+    DATA / "calibration_multilingual_5.jsonl",
 ]
 TESTS = [
     DATA / "test.jsonl",
@@ -51,6 +52,7 @@ TESTS = [
     DATA / "test_multilingual_2.jsonl",
     DATA / "test_multilingual_3.jsonl",
     DATA / "test_multilingual_4.jsonl",
+    DATA / "test_multilingual_5.jsonl",
 ]
 ZERO_WIDTH_SPACE, SOFT_HYPHEN = "\u200b", "\u00ad"
 CYRILLIC_A, CYRILLIC_O, CYRILLIC_ES, CYRILLIC_DZE = "\u0430", "\u043e", "\u0441", "\u0455"

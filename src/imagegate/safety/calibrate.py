@@ -5,7 +5,8 @@ Run it after changing the exemplars, the term lists, the folding or the embedder
     python -m imagegate.safety.calibrate tests/data/safety/calibration.jsonl \
         tests/data/safety/calibration_multilingual.jsonl \
         tests/data/safety/calibration_multilingual_3.jsonl \
-        tests/data/safety/calibration_multilingual_4.jsonl
+        tests/data/safety/calibration_multilingual_4.jsonl \
+        tests/data/safety/calibration_multilingual_5.jsonl
 
 The training data are the exemplar phrases and the calibration prompts, read as the stage
 reads them: each prompt whole, and its windows (clauses.py). Every window of an innocent
