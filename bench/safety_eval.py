@@ -59,6 +59,7 @@ SETS = {
     "multilingual_3": "test_multilingual_3.jsonl",
     "multilingual_4": "test_multilingual_4.jsonl",
     "multilingual_5": "test_multilingual_5.jsonl",
+    "multilingual_6": "test_multilingual_6.jsonl",
 }
 CALIBRATION_SETS = {
     "english": "calibration.jsonl",
@@ -66,6 +67,7 @@ CALIBRATION_SETS = {
     "multilingual_3": "calibration_multilingual_3.jsonl",
     "multilingual_4": "calibration_multilingual_4.jsonl",
     "multilingual_5": "calibration_multilingual_5.jsonl",
+    "multilingual_6": "calibration_multilingual_6.jsonl",
 }
 BEFORE_COMMIT = "cefa42d"  # the last commit before issue 14
 LATENCY_ROUNDS = 2

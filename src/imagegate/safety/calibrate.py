@@ -6,7 +6,8 @@ Run it after changing the exemplars, the term lists, the folding or the embedder
         tests/data/safety/calibration_multilingual.jsonl \
         tests/data/safety/calibration_multilingual_3.jsonl \
         tests/data/safety/calibration_multilingual_4.jsonl \
-        tests/data/safety/calibration_multilingual_5.jsonl
+        tests/data/safety/calibration_multilingual_5.jsonl \
+        tests/data/safety/calibration_multilingual_6.jsonl
 
 The training data are the exemplar phrases and the calibration prompts, read as the stage
 reads them: each prompt whole, and its windows (clauses.py). Every window of an innocent
@@ -24,7 +25,17 @@ their cuts stopped more innocent prompts by new authors than they promised. The 
 - ``block``: at most :data:`BLOCK_FP` of them reach it;
 - ``review``: at most :data:`REVIEW_FP` reach it;
 - ``confirm``: the lowest cut at which the benign prompts stopped in all, held for review
-  or refused on an ambiguous term ("knife", "naked"), stay within :data:`TOTAL_FP`.
+  or refused on an ambiguous term ("knife", "naked"), stay within :data:`TOTAL_FP`, and
+  no lower than :data:`CONFIRM_FLOOR`.
+
+Why the floor: out of fold, the calibration side's benign prompts with an ambiguous term
+are those the allow list did not already take out, and it was extended on the false holds
+of each round; so the confirm budget looks unspent there, and the cut fell each round
+(0.25, 0.16, 0.10, 0.08). On a round that no fit and no allow list had seen yet (the
+pipeline of look 12 on the sixth calibration round, 500 benign prompts), a cut of 0.08
+confirmed 12 of its 21 false holds; at 0.3 it stopped 11 innocent prompts rather than 21,
+and every harmful prompt it had stopped (162 of 168). On the fifth round, run the same way
+with look 11's pipeline: 21 rather than 23, and 2 harmful prompts of 540 fewer.
 """
 
 from __future__ import annotations
@@ -59,6 +70,7 @@ from imagegate.safety.universal import UniversalEncoder
 STRENGTH = 3.0  # scikit-learn's C: the best out of fold of 1, 3, 10 and 30
 FOLDS = 5
 BLOCK_FP, REVIEW_FP, TOTAL_FP = 0.005, 0.015, 0.025
+CONFIRM_FLOOR = 0.3  # see the module's docstring
 Rows = NDArray[np.intp]
 
 
@@ -225,10 +237,11 @@ def _confirm_cut(
     ambiguous: NDArray[np.bool_],
     review: float,
 ) -> float:
-    """The lowest cut below ``review`` that keeps all benign stops within TOTAL_FP."""
+    """The lowest cut below ``review`` that keeps all benign stops within TOTAL_FP, and
+    not under CONFIRM_FLOOR."""
     budget = math.floor(TOTAL_FP * int(benign.sum())) - int((harm[benign] >= review).sum())
     candidates = np.sort(harm[benign & ambiguous & (harm < review)])[::-1]
-    return min(review, _above(candidates, max(budget, 0)))
+    return min(review, max(CONFIRM_FLOOR, _above(candidates, max(budget, 0))))
 
 
 def _above(ranked: NDArray[np.float64], allowed: int) -> float:
