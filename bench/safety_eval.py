@@ -60,6 +60,7 @@ SETS = {
     "multilingual_4": "test_multilingual_4.jsonl",
     "multilingual_5": "test_multilingual_5.jsonl",
     "multilingual_6": "test_multilingual_6.jsonl",
+    "multilingual_7": "test_multilingual_7.jsonl",
 }
 CALIBRATION_SETS = {
     "english": "calibration.jsonl",
@@ -68,6 +69,7 @@ CALIBRATION_SETS = {
     "multilingual_4": "calibration_multilingual_4.jsonl",
     "multilingual_5": "calibration_multilingual_5.jsonl",
     "multilingual_6": "calibration_multilingual_6.jsonl",
+    "multilingual_7": "calibration_multilingual_7.jsonl",
 }
 BEFORE_COMMIT = "cefa42d"  # the last commit before issue 14
 LATENCY_ROUNDS = 2

@@ -46,6 +46,7 @@ CALIBRATION = [
     DATA / "calibration_multilingual_4.jsonl",
     DATA / "calibration_multilingual_5.jsonl",
     DATA / "calibration_multilingual_6.jsonl",
+    DATA / "calibration_multilingual_7.jsonl",
 ]
 TESTS = [
     DATA / "test.jsonl",
@@ -55,6 +56,7 @@ TESTS = [
     DATA / "test_multilingual_4.jsonl",
     DATA / "test_multilingual_5.jsonl",
     DATA / "test_multilingual_6.jsonl",
+    DATA / "test_multilingual_7.jsonl",
 ]
 ZERO_WIDTH_SPACE, SOFT_HYPHEN = "\u200b", "\u00ad"
 CYRILLIC_A, CYRILLIC_O, CYRILLIC_ES, CYRILLIC_DZE = "\u0430", "\u043e", "\u0441", "\u0455"

@@ -7,7 +7,8 @@ Run it after changing the exemplars, the term lists, the folding or the embedder
         tests/data/safety/calibration_multilingual_3.jsonl \
         tests/data/safety/calibration_multilingual_4.jsonl \
         tests/data/safety/calibration_multilingual_5.jsonl \
-        tests/data/safety/calibration_multilingual_6.jsonl
+        tests/data/safety/calibration_multilingual_6.jsonl \
+        tests/data/safety/calibration_multilingual_7.jsonl
 
 The training data are the exemplar phrases and the calibration prompts, read as the stage
 reads them: each prompt whole, and its windows (clauses.py). Every window of an innocent
