@@ -169,6 +169,7 @@ def plans(engine: Engine) -> dict[str, str]:
             "ahead_of": (queue._AHEAD, values),
             "mean_generation": (queue._MEAN_GENERATION_MS, {}),
             "job_by_id": (lookup._JOB[(True, False)].statement, owned),
+            "job_with_place": (lookup._PLACED[(True, False)].statement, owned),  # /v1 polls
             "glance": (lookup._GLANCE[(True, False)].statement, owned),
         }
         found = {}

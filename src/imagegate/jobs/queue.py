@@ -37,8 +37,6 @@ from imagegate.jobs.tables import jobs, workers
 RECENT_SAMPLE = 20  # finished jobs in the rolling mean of generation times
 
 
-# The reads behind a queued job's place and ETA, built once: a poll binds its values to a
-# statement compiled once, rather than building and hashing a new one.
 EXACT_UP_TO = 100  # jobs ahead counted one by one; past that, the place is estimated
 
 
