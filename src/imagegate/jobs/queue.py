@@ -92,14 +92,12 @@ def _placed() -> tuple[ColumnElement[Any], ...]:
     while it is queued (NULL otherwise), so a poll of the job resource reads the job and
     its place in one round trip."""
     ahead = jobs.alias("ahead")
-    higher, older = (
-        ranged.correlate(jobs).subquery()
-        for ranged in _ranges(ahead, jobs.c.priority, jobs.c.created_at, jobs.c.id)
-    )
+    ranges = _ranges(ahead, jobs.c.priority, jobs.c.created_at, jobs.c.id)
+    higher, older = (ranged.correlate(jobs).subquery() for ranged in ranges)
     figures = {
         "higher": select(func.count()).select_from(higher),
         "older": select(func.count()).select_from(older),
-        "first": select(func.min(older.c.created_at)),
+        "first": ranges[1].limit(1).correlate(jobs),  # the range's head: one index entry
         "last": select(func.max(older.c.created_at)),
     }
     queued = jobs.c.status == Status.QUEUED.value
