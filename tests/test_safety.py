@@ -516,6 +516,20 @@ def test_the_shipped_model_comes_from_the_calibration_half() -> None:
         )
 
 
+def test_the_confirm_cut_keeps_its_floor() -> None:
+    """Benign prompts with an ambiguous term that score low would pull the confirm cut
+    down to them (the budget allows none, so the cut sits just above the highest); the
+    floor holds it, and a review cut below the floor still wins."""
+    from imagegate.safety.calibrate import CONFIRM_FLOOR, _confirm_cut
+
+    harm = np.array([0.01, 0.02, 0.05, 0.9])
+    benign = np.array([True, True, True, False])
+    ambiguous = np.array([True, True, True, False])
+    assert _confirm_cut(harm, benign, ambiguous, review=0.8) == CONFIRM_FLOOR
+    assert _confirm_cut(harm, benign, ambiguous, review=0.2) == 0.2
+    assert SemanticModel.load().thresholds.confirm >= CONFIRM_FLOOR
+
+
 def _without(mapping: Any, key: str) -> dict[str, Any]:
     return {k: v for k, v in dict(mapping).items() if k != key}
 

@@ -120,7 +120,7 @@ async def get_job(job_id: str, request: Request) -> Response:
 def _job(job_id: str, request: Request) -> Response:
     runtime = runtime_of(request)
     principal = authorized(runtime, request, Scope.JOBS_READ)
-    stale_after_s = 2 * runtime.settings.lease_s  # as job_view's
+    stale_after_s = _stale_after_s(runtime)
     job, queue = runtime.store.poll(job_id, principal.tenant, principal.user, stale_after_s)
     view = JobOut.of(job, links_of(request, runtime), queue)
     return json_answer(view, poll_hint(runtime, job.status))
@@ -214,5 +214,10 @@ def job_view(runtime: Runtime, job: Job, links: Any) -> JobOut:
     """The job resource, with its place in the queue while it waits."""
     queue = None
     if job.status is Status.QUEUED:
-        queue = runtime.store.queue_info(job, stale_after_s=2 * runtime.settings.lease_s)
+        queue = runtime.store.queue_info(job, stale_after_s=_stale_after_s(runtime))
     return JobOut.of(job, links, queue)
+
+
+def _stale_after_s(runtime: Runtime) -> float:
+    """A worker not seen for two leases no longer counts towards a waiting job's ETA."""
+    return 2 * runtime.settings.lease_s
