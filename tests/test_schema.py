@@ -25,7 +25,7 @@ def test_the_migrated_schema_matches_the_tables(settings: Settings) -> None:
             queue_indexes = (
                 conn.exec_driver_sql(
                     "SELECT sql FROM sqlite_master WHERE name IN "
-                    "('ix_jobs_queue', 'ix_jobs_queue_by_owner')"
+                    "('ix_jobs_queue', 'ix_jobs_queue_by_owner', 'ix_jobs_waiting')"
                 )
                 .scalars()
                 .all()
@@ -40,10 +40,11 @@ def test_the_migrated_schema_matches_the_tables(settings: Settings) -> None:
     # SQLite reflects the queue indexes' "priority DESC" only approximately, so Alembic
     # sees them as dropped and added again; their real definitions are checked instead.
     changed = {(kind, index.name) for kind, index in differences}
-    names = ("ix_jobs_queue", "ix_jobs_queue_by_owner")
+    names = ("ix_jobs_queue", "ix_jobs_queue_by_owner", "ix_jobs_waiting")
     assert changed <= {(kind, name) for kind in ("remove_index", "add_index") for name in names}
-    assert len(queue_indexes) == 2
+    assert len(queue_indexes) == 3
     assert all("priority DESC" in sql for sql in queue_indexes)
+    assert sum("WHERE status = 'queued' AND follows IS NULL" in sql for sql in queue_indexes) == 1
 
 
 def test_the_head_found_without_alembic_is_alembics_own(settings: Settings) -> None:

@@ -28,6 +28,7 @@ from imagegate.jobs.fairness import FAIR_SHARE, SINCE
 from imagegate.jobs.models import JobSpec
 from imagegate.jobs.states import Status
 from imagegate.jobs.tables import job_events, jobs
+from imagegate.jobs.written import written
 
 NOW, TOKEN, UNTIL = "claim_now", "claim_token", "claim_until"
 
@@ -70,7 +71,7 @@ def _built(limit: int, like: JobSpec | None, postgres: bool, fair: bool) -> Upda
             jobs.c.follows.is_(None),  # a follower takes its leader's result
         )
         .order_by(jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
-        .limit(limit)
+        .limit(written(limit))  # not bound: jobs/written.py
         .with_for_update(skip_locked=True, of=jobs)
     )
     if like is not None:

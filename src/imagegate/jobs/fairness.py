@@ -36,6 +36,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from imagegate.jobs.states import Status
 from imagegate.jobs.tables import jobs, tenants
+from imagegate.jobs.written import written
 
 
 @dataclass(frozen=True)
@@ -83,13 +84,13 @@ def waiting_tenants() -> CTE:
     tenant to the next (a loose index scan: a search per tenant, not a read of every
     queued job); PostgreSQL only."""
     queued = jobs.c.status == Status.QUEUED.value
-    first = select(jobs.c.owner).where(queued).order_by(jobs.c.owner).limit(1)
+    first = select(jobs.c.owner).where(queued).order_by(jobs.c.owner).limit(written(1))
     found = first.cte("waiting_tenants", recursive=True)
     following = (
         select(jobs.c.owner)
         .where(queued, jobs.c.owner > found.c.owner)
         .order_by(jobs.c.owner)
-        .limit(1)
+        .limit(written(1))
         .scalar_subquery()
     )
     return found.union_all(select(following).where(found.c.owner.is_not(None)))
@@ -130,5 +131,5 @@ def by_tenant(runnable: Select[Any], limit: int) -> Select[Any]:
         .select_from(candidates)
         .where(owner.is_not(None))
         .order_by(share_of(served), head.c.priority.desc(), head.c.created_at, head.c.id)
-        .limit(limit)
+        .limit(written(limit))  # not bound: jobs/written.py
     )

@@ -22,6 +22,7 @@ from sqlalchemy import (
     case,
     func,
     insert,
+    literal_column,
     select,
     tuple_,
     update,
@@ -33,11 +34,13 @@ from imagegate.jobs.models import Job, QueueInfo
 from imagegate.jobs.rows import utc
 from imagegate.jobs.states import Status
 from imagegate.jobs.tables import jobs, workers
+from imagegate.jobs.written import written
 
 RECENT_SAMPLE = 20  # finished jobs in the rolling mean of generation times
 
 
 EXACT_UP_TO = 100  # jobs ahead counted one by one; past that, the place is estimated
+QUEUED: ColumnElement[str] = literal_column(f"'{Status.QUEUED.value}'")
 
 
 def _ranges(
@@ -49,7 +52,9 @@ def _ranges(
     range of the queue index (status, priority DESC, created_at, id), walked no further
     than EXACT_UP_TO; one OR of the two is no range, and PostgreSQL walked all 100,000
     queued jobs to find none ahead of the first."""
-    waiting = (queued.c.status == Status.QUEUED.value, queued.c.follows.is_(None))
+    # The status and the limits are written into the statement, not bound (jobs/written.py);
+    # a generic plan can then also prove the partial index's condition (ix_jobs_waiting).
+    waiting = (queued.c.status == QUEUED, queued.c.follows.is_(None))
     higher = select(queued.c.id).where(*waiting, queued.c.priority > priority)
     older = (
         select(queued.c.created_at)
@@ -60,7 +65,7 @@ def _ranges(
         )
         .order_by(queued.c.created_at, queued.c.id)
     )
-    return higher.limit(EXACT_UP_TO), older.limit(EXACT_UP_TO)
+    return higher.limit(written(EXACT_UP_TO)), older.limit(written(EXACT_UP_TO))
 
 
 # The reads behind a queued job's place and ETA, built once: a poll binds its values to a
@@ -97,10 +102,10 @@ def _placed() -> tuple[ColumnElement[Any], ...]:
     figures = {
         "higher": select(func.count()).select_from(higher),
         "older": select(func.count()).select_from(older),
-        "first": ranges[1].limit(1).correlate(jobs),  # the range's head: one index entry
+        "first": ranges[1].limit(written(1)).correlate(jobs),  # the range's head: one entry
         "last": select(func.max(older.c.created_at)),
     }
-    queued = jobs.c.status == Status.QUEUED.value
+    queued = jobs.c.status == QUEUED
     return tuple(
         case((queued, figure.scalar_subquery())).label(PLACE_PREFIX + name)
         for name, figure in figures.items()

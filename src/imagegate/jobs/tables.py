@@ -22,6 +22,9 @@ from sqlalchemy import (
 metadata = MetaData()
 
 
+WAITING = text("status = 'queued' AND follows IS NULL")  # queued, and not a follower
+
+
 def sweep_indexes(*flags: tuple[str, bool]) -> list[Index]:
     """Partial indexes over ended jobs that still have something to sweep: they stay as
     small as the backlog, however many jobs are kept."""
@@ -99,6 +102,16 @@ jobs = Table(
     Index("ix_jobs_queue", "status", text("priority DESC"), "created_at", "id"),
     # The fair claim on PostgreSQL: which tenants wait, and each one's next jobs.
     Index("ix_jobs_queue_by_owner", "status", "owner", text("priority DESC"), "created_at", "id"),
+    # A waiting job's place: the jobs ahead of it, counted from the index alone (no row
+    # read to rule out a follower), as small as the queue.
+    Index(
+        "ix_jobs_waiting",
+        text("priority DESC"),
+        "created_at",
+        "id",
+        postgresql_where=WAITING,
+        sqlite_where=WAITING,
+    ),
     Index("ix_jobs_owner_created", "owner", "created_at", "id"),
     Index("ix_jobs_owner_status", "owner", "status"),
     Index("ix_jobs_started", "started_at"),  # fair share: who was served recently
