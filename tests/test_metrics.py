@@ -113,7 +113,7 @@ def test_the_queue_query_reads_the_queue_index_on_postgresql(
     compiled = waiting_jobs_query().compile(store.engine, compile_kwargs={"literal_binds": True})
     with store.engine.connect() as conn:
         plan = "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {compiled}"))
-    assert "ix_jobs_queue" in plan, plan
+    assert "ix_jobs_queue" in plan or "ix_jobs_waiting" in plan, plan  # a queue index
     assert "Seq Scan" not in plan, plan
     assert [s.depth for s in queue_stats(store.engine, MODEL)] == [500]
 
