@@ -49,9 +49,9 @@ def _ranges(
     """The two ranges of the queue ahead of a job of ``priority`` that arrived at
     ``created`` as ``job_id``: the waiting jobs of a higher priority, and those of its own
     that are older. A follower takes no worker's time, so it is not waiting. Each is one
-    range of the queue index (status, priority DESC, created_at, id), walked no further
-    than EXACT_UP_TO; one OR of the two is no range, and PostgreSQL walked all 100,000
-    queued jobs to find none ahead of the first."""
+    range of ``ix_jobs_waiting`` (priority DESC, created_at, id, of the waiting jobs),
+    walked no further than EXACT_UP_TO; one OR of the two is no range, and PostgreSQL
+    walked all 100,000 queued jobs to find none ahead of the first."""
     # The status and the limits are written into the statement, not bound (jobs/written.py);
     # a generic plan can then also prove the partial index's condition (ix_jobs_waiting).
     waiting = (queued.c.status == QUEUED, queued.c.follows.is_(None))
